@@ -1,0 +1,189 @@
+//! The store's error type.
+
+use uuid::Uuid;
+
+use crate::{ExpectedVersion, StreamId, StreamIdError};
+
+/// A boxed error from a store's backend (driver, network, server).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an idempotent retry could not be recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyConflictKind {
+    /// Some ids of the batch are stored and others are not.
+    PartialOverlap,
+    /// The ids are stored, but in another stream.
+    OtherStream,
+    /// The ids are stored in this stream, but not contiguously in the batch's
+    /// order.
+    DifferentOrder,
+    /// The batch itself holds the same id twice.
+    DuplicateInBatch,
+}
+
+impl std::fmt::Display for IdempotencyConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PartialOverlap => "only some of the batch's event ids are already stored",
+            Self::OtherStream => "the event id is already stored in another stream",
+            Self::DifferentOrder => {
+                "the batch's event ids are stored, but not contiguously in the same order"
+            }
+            Self::DuplicateInBatch => "the batch holds the same event id twice",
+        })
+    }
+}
+
+/// What is wrong with an event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidEventKind {
+    /// The event type is empty.
+    #[error("the event type is empty")]
+    EmptyEventType,
+    /// The event type is longer than the store allows.
+    #[error("the event type is {len} bytes long, more than the {max} allowed")]
+    EventTypeTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The event type contains a control character.
+    #[error("the event type contains a control character")]
+    ControlCharacterInEventType,
+    /// The schema version is 0; versions start at 1.
+    #[error("the schema version is 0; schema versions start at 1")]
+    SchemaVersionZero,
+    /// A string in the data or metadata contains NUL, which the store cannot
+    /// hold.
+    #[error("a string in the {part} contains a NUL character, which cannot be stored")]
+    NulCharacter {
+        /// `"data"` or `"metadata"`.
+        part: &'static str,
+    },
+}
+
+/// Every way a store operation can fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream's version did not satisfy the expected version; nothing
+    /// was written.
+    #[error(
+        "wrong expected version for stream {stream}: expected {expected}, actual version is {actual}"
+    )]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version at the time of the check (0: no events).
+        actual: u64,
+    },
+    /// Some event ids of the batch are already stored, but the batch is not
+    /// a retry of an earlier append; nothing was written.
+    #[error("idempotency conflict on stream {stream} for event {event_id}: {kind}")]
+    IdempotencyConflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The first conflicting event id.
+        event_id: Uuid,
+        /// What kind of conflict.
+        kind: IdempotencyConflictKind,
+    },
+    /// A text is not a valid stream id.
+    #[error("invalid stream id {id:?}: {reason}")]
+    InvalidStreamId {
+        /// The rejected text (lossy if it was not UTF-8).
+        id: String,
+        /// Why it was rejected.
+        reason: StreamIdError,
+    },
+    /// An event of the batch is malformed; nothing was written.
+    #[error("invalid event {event_id} for stream {stream}: {kind}")]
+    InvalidEvent {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The malformed event.
+        event_id: Uuid,
+        /// What is wrong with it.
+        kind: InvalidEventKind,
+    },
+    /// An event is larger than the configured maximum; nothing was written.
+    #[error("event {event_id} for stream {stream} is {size} bytes, more than the {max} allowed")]
+    EventTooLarge {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The oversize event.
+        event_id: Uuid,
+        /// Its size in bytes of serialized data and metadata.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A batch holds more events or bytes than configured; nothing was
+    /// written.
+    #[error(
+        "batch for stream {stream} has {events} events and {bytes} bytes; the limits are {max_events} events and {max_bytes} bytes"
+    )]
+    BatchTooLarge {
+        /// The stream appended to.
+        stream: StreamId,
+        /// Events in the batch.
+        events: usize,
+        /// Serialized bytes of the batch.
+        bytes: usize,
+        /// Maximum events per batch.
+        max_events: usize,
+        /// Maximum bytes per batch.
+        max_bytes: usize,
+    },
+    /// A stored event could not be read back into a [`RecordedEvent`](crate::RecordedEvent).
+    #[error("stored event at {location} is corrupt: {reason}")]
+    CorruptEvent {
+        /// Where the event is stored, as precisely as known.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was closed or shut down.
+    #[error("the event store is closed")]
+    Closed,
+    /// The backend did not answer within the configured time.
+    #[error("{operation} timed out")]
+    Timeout {
+        /// What was being done.
+        operation: &'static str,
+    },
+    /// The backend failed (connection lost, server error, ...); the
+    /// operation may or may not have taken effect if it was an append, and a
+    /// retry with the same event ids is safe.
+    #[error("{operation} failed in the storage backend")]
+    Backend {
+        /// What was being done.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Whether retrying the same call may succeed (a lost connection, a
+    /// timeout). Appends are idempotent by event id, so retrying one with the
+    /// same ids is safe.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Backend { .. } | Self::Timeout { .. })
+    }
+}

@@ -1,0 +1,58 @@
+//! Event sourcing for Rust on the database you already run.
+//!
+//! `es-core` holds the vocabulary and the contract of an event store, with no
+//! database driver:
+//!
+//! - [`StreamId`], [`ExpectedVersion`], [`NewEvent`], [`RecordedEvent`],
+//!   [`Metadata`], [`Position`], [`FeedFilter`], [`StreamRead`] and
+//!   [`AppendResult`]: what goes in and out of a store;
+//! - [`EventStore`]: append with optimistic concurrency and idempotency, read
+//!   streams, read and follow the global feed;
+//! - [`StoreError`]: every failure, naming what the caller can act on;
+//! - [`MemoryStore`]: the whole contract in memory, for unit tests.
+//!
+//! The PostgreSQL store lives in the `es-postgres` crate. With the `testing`
+//! feature, [`testing`] holds the conformance suite every store passes.
+//!
+//! ```
+//! use es_core::{EventStore, ExpectedVersion, FeedFilter, MemoryStore, NewEvent, Position, StreamId};
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let order = StreamId::new("Order-1")?;
+//! store
+//!     .append(&order, ExpectedVersion::NoStream, vec![NewEvent::new("OrderPlaced", json!({}))])
+//!     .await?;
+//! let conflict = store
+//!     .append(&order, ExpectedVersion::NoStream, vec![NewEvent::new("OrderPlaced", json!({}))])
+//!     .await;
+//! assert!(matches!(conflict, Err(es_core::StoreError::WrongExpectedVersion { actual: 1, .. })));
+//! let feed = store.read_all(Position::START, &FeedFilter::all(), 100).await?;
+//! assert_eq!(feed.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+extern crate self as es_core;
+
+pub mod error;
+pub mod event;
+pub mod memory;
+pub mod position;
+pub mod store;
+pub mod stream_id;
+pub mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod validate;
+
+pub use error::{BoxError, IdempotencyConflictKind, InvalidEventKind, StoreError};
+pub use event::{Metadata, NewEvent, RecordedEvent};
+pub use memory::MemoryStore;
+pub use position::Position;
+pub use store::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, ReadDirection, StoreLimits,
+    StreamRead,
+};
+pub use stream_id::{StreamId, StreamIdError};

@@ -1,0 +1,370 @@
+//! The event-store contract: [`EventStore`] and its vocabulary.
+
+use std::fmt;
+use std::pin::Pin;
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::{NewEvent, Position, RecordedEvent, StoreError, StreamId};
+
+/// The outcome the caller expects of a stream's version before an append.
+///
+/// | Expected | Passes when |
+/// |---|---|
+/// | `Any` | always |
+/// | `NoStream` | the stream has no events |
+/// | `StreamExists` | the stream has at least one event |
+/// | `Exact(n)` | the stream's version is exactly `n` (`Exact(0)`: empty) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's version must be exactly this.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at version `actual` passes the check.
+    #[must_use]
+    pub fn is_satisfied_by(self, actual: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => actual == 0,
+            Self::StreamExists => actual > 0,
+            Self::Exact(expected) => actual == expected,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::StreamExists => f.write_str("an existing stream"),
+            Self::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// The direction of a stream read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReadDirection {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// What part of a stream to read: a direction, the version to start from
+/// (inclusive) and the most events to return.
+///
+/// ```
+/// use es_core::StreamRead;
+///
+/// // Versions 5, 6, 7.
+/// let tail = StreamRead::forward().from_version(5).limit(3);
+/// // The last event.
+/// let last = StreamRead::backward().limit(1);
+/// # let _ = (tail, last);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamRead {
+    /// Direction of the read.
+    pub direction: ReadDirection,
+    /// First version to return (forward: at least this; backward: at most
+    /// this).
+    pub from: u64,
+    /// Most events to return.
+    pub limit: usize,
+}
+
+impl StreamRead {
+    /// The whole stream, oldest first.
+    #[must_use]
+    pub const fn forward() -> Self {
+        Self {
+            direction: ReadDirection::Forward,
+            from: 0,
+            limit: usize::MAX,
+        }
+    }
+
+    /// The whole stream, newest first.
+    #[must_use]
+    pub const fn backward() -> Self {
+        Self {
+            direction: ReadDirection::Backward,
+            from: u64::MAX,
+            limit: usize::MAX,
+        }
+    }
+
+    /// Starts at `version` (inclusive).
+    #[must_use]
+    pub const fn from_version(mut self, version: u64) -> Self {
+        self.from = version;
+        self
+    }
+
+    /// Returns at most `limit` events.
+    #[must_use]
+    pub const fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether an event at `version` lies in the read's range (ignoring the
+    /// limit).
+    #[must_use]
+    pub fn includes(&self, version: u64) -> bool {
+        match self.direction {
+            ReadDirection::Forward => version >= self.from,
+            ReadDirection::Backward => version <= self.from,
+        }
+    }
+}
+
+impl Default for StreamRead {
+    fn default() -> Self {
+        Self::forward()
+    }
+}
+
+/// Which events of the global feed to return. Empty lists mean "all"; both
+/// lists together mean events matching both.
+///
+/// ```
+/// use es_core::FeedFilter;
+///
+/// let filter = FeedFilter::all()
+///     .category("Order")
+///     .event_types(["OrderPlaced", "OrderShipped"]);
+/// assert!(filter.matches("Order-1", "OrderPlaced"));
+/// assert!(!filter.matches("Order-1", "OrderPaid"));
+/// assert!(!filter.matches("Customer-1", "OrderPlaced"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct FeedFilter {
+    /// Stream categories to include; empty: all.
+    pub categories: Vec<String>,
+    /// Event types to include; empty: all.
+    pub event_types: Vec<String>,
+}
+
+impl FeedFilter {
+    /// Every event.
+    #[must_use]
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Also includes the stream category `category`.
+    #[must_use]
+    pub fn category(mut self, category: impl Into<String>) -> Self {
+        self.categories.push(category.into());
+        self
+    }
+
+    /// Also includes the event types `types`.
+    #[must_use]
+    pub fn event_types<I, T>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.event_types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether the filter lets everything through.
+    #[must_use]
+    pub fn is_all(&self) -> bool {
+        self.categories.is_empty() && self.event_types.is_empty()
+    }
+
+    /// Whether an event of `event_type` in stream `stream_id` passes.
+    #[must_use]
+    pub fn matches(&self, stream_id: &str, event_type: &str) -> bool {
+        let category = crate::stream_id::category_of(stream_id);
+        (self.categories.is_empty() || self.categories.iter().any(|c| c == category))
+            && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+    }
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendResult {
+    /// The stream's version after the append: the version of its last event
+    /// (for an empty batch, the version that was checked).
+    pub stream_version: u64,
+    /// The feed position of each appended event, in batch order.
+    pub positions: Vec<Position>,
+    /// Whether the batch had been stored before and this call wrote nothing.
+    pub idempotent_replay: bool,
+}
+
+impl AppendResult {
+    /// The result of an append. Meant for store implementations.
+    #[must_use]
+    pub fn new(stream_version: u64, positions: Vec<Position>, idempotent_replay: bool) -> Self {
+        Self {
+            stream_version,
+            positions,
+            idempotent_replay,
+        }
+    }
+
+    /// The version of the batch's first event (for an empty batch, one past
+    /// the stream's version).
+    #[must_use]
+    pub fn first_version(&self) -> u64 {
+        self.stream_version + 1 - self.positions.len() as u64
+    }
+
+    /// The versions the batch's events have, in order.
+    #[must_use]
+    pub fn versions(&self) -> std::ops::RangeInclusive<u64> {
+        self.first_version()..=self.stream_version
+    }
+}
+
+/// Size limits checked before an append touches storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreLimits {
+    /// Largest event: bytes of serialized data plus metadata (default 1 MiB).
+    pub max_event_bytes: usize,
+    /// Most events in one append (default 10,000).
+    pub max_batch_events: usize,
+    /// Largest batch: the sum of its events' sizes (default 16 MiB).
+    pub max_batch_bytes: usize,
+    /// Longest event type name in bytes (default 255).
+    pub max_event_type_bytes: usize,
+}
+
+impl StoreLimits {
+    /// Sets [`max_event_bytes`](Self::max_event_bytes).
+    #[must_use]
+    pub const fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_batch_events`](Self::max_batch_events).
+    #[must_use]
+    pub const fn max_batch_events(mut self, events: usize) -> Self {
+        self.max_batch_events = events;
+        self
+    }
+
+    /// Sets [`max_batch_bytes`](Self::max_batch_bytes).
+    #[must_use]
+    pub const fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            max_batch_events: 10_000,
+            max_batch_bytes: 16 * 1024 * 1024,
+            max_event_type_bytes: 255,
+        }
+    }
+}
+
+/// A live feed of recorded events, as returned by [`EventStore::subscribe`].
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<RecordedEvent, StoreError>> + Send>>;
+
+/// An append-only store of event streams with a global feed.
+///
+/// Every implementation follows the same contract, written down as the
+/// conformance suite in [`testing::conformance`](crate::testing) (feature
+/// `testing`): optimistic concurrency by [`ExpectedVersion`], atomic batches
+/// with contiguous versions, idempotent appends by event id, and a global feed
+/// that yields every committed event exactly once in a stable order.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` as one atomic batch, if the stream's
+    /// version satisfies `expected`.
+    ///
+    /// If every event id of the batch is already stored, contiguously and in
+    /// this order, in this stream, nothing is written and the first append's
+    /// result is returned with `idempotent_replay` set, whatever `expected`
+    /// says; so a caller may retry after a timeout. An empty batch only
+    /// checks the version.
+    ///
+    /// # Errors
+    ///
+    /// - [`StoreError::WrongExpectedVersion`] when the check fails;
+    /// - [`StoreError::IdempotencyConflict`] when only some ids are stored, or
+    ///   they are stored elsewhere;
+    /// - [`StoreError::InvalidEvent`], [`StoreError::EventTooLarge`],
+    ///   [`StoreError::BatchTooLarge`] before any I/O;
+    /// - [`StoreError::Backend`] or [`StoreError::Timeout`] when storage
+    ///   fails; the append may then have happened, and a retry with the same
+    ///   event ids is safe.
+    ///
+    /// In all error cases but the last, nothing was written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not leave the batch written; retry with
+    /// the same event ids to find out.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Reads events of one stream. A stream without events reads as empty.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when storage fails, [`StoreError::CorruptEvent`]
+    /// when a stored row cannot be read back.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads at most `limit` events of the global feed that come after
+    /// `after` and pass `filter`, in feed order.
+    ///
+    /// The feed never skips an event: an event that commits later than
+    /// others always gets a later position than the ones already returned.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when storage fails, [`StoreError::CorruptEvent`]
+    /// when a stored row cannot be read back.
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Follows the global feed from after `after`: first the events already
+    /// stored (catch-up), then each new one as it commits (live), with none
+    /// missing or repeated across the switch.
+    ///
+    /// The stream ends only after yielding an error it cannot recover from.
+    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream;
+
+    /// The size limits this store enforces.
+    fn limits(&self) -> StoreLimits;
+}

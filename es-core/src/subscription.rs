@@ -1,0 +1,160 @@
+//! Following the global feed: catch-up, then live.
+//!
+//! [`follow`] turns any [`EventStore`]'s [`read_all`](EventStore::read_all)
+//! into a subscription. It always reads *after the last position it
+//! delivered*, so the switch from catch-up to live can neither skip nor repeat
+//! an event; a [`FeedWaker`] only decides when to look again.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::{EventStore, EventStream, FeedFilter, Position, RecordedEvent};
+
+/// Tells a subscription when the feed may have grown.
+#[async_trait::async_trait]
+pub trait FeedWaker: Send + 'static {
+    /// Called before each read of the feed: after `arm`, any commit must make
+    /// the next [`wait`](Self::wait) return.
+    fn arm(&mut self) {}
+
+    /// Waits until the feed may have new events. Returning early (a spurious
+    /// wake-up, a polling interval) is allowed and only costs a read.
+    async fn wait(&mut self);
+}
+
+/// Tuning of [`follow`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FollowOptions {
+    /// Events fetched per read.
+    pub batch_size: usize,
+    /// First delay after a transient error; doubled up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest delay between retries after transient errors.
+    pub max_backoff: Duration,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A subscription over `store`'s feed from after `after`.
+///
+/// Transient errors ([`StoreError::is_transient`](crate::StoreError::is_transient)) are retried with backoff,
+/// resuming after the last delivered position; any other error is yielded and
+/// ends the stream.
+pub fn follow<S, W>(
+    store: S,
+    after: Position,
+    filter: FeedFilter,
+    waker: W,
+    options: FollowOptions,
+) -> EventStream
+where
+    S: EventStore + 'static,
+    W: FeedWaker,
+{
+    struct State<S, W> {
+        store: S,
+        after: Position,
+        filter: FeedFilter,
+        waker: W,
+        options: FollowOptions,
+        buffer: VecDeque<RecordedEvent>,
+        failed: bool,
+    }
+
+    let state = State {
+        store,
+        after,
+        filter,
+        waker,
+        options,
+        buffer: VecDeque::new(),
+        failed: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        if state.failed {
+            return None;
+        }
+        let mut backoff = state.options.min_backoff;
+        loop {
+            if let Some(event) = state.buffer.pop_front() {
+                state.after = event.position;
+                return Some((Ok(event), state));
+            }
+            state.waker.arm();
+            match state
+                .store
+                .read_all(state.after, &state.filter, state.options.batch_size.max(1))
+                .await
+            {
+                Ok(events) if events.is_empty() => {
+                    backoff = state.options.min_backoff;
+                    state.waker.wait().await;
+                }
+                Ok(events) => {
+                    backoff = state.options.min_backoff;
+                    state.buffer.extend(events);
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, after = %state.after, "subscription read failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(state.options.max_backoff);
+                }
+                Err(error) => {
+                    state.failed = true;
+                    return Some((Err(error), state));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A [`FeedWaker`] fed by a [`tokio::sync::watch`] channel whose value
+/// changes on every commit, with an optional polling interval as backstop.
+#[derive(Debug)]
+pub struct WatchWaker<T> {
+    receiver: tokio::sync::watch::Receiver<T>,
+    poll: Option<Duration>,
+}
+
+impl<T> WatchWaker<T> {
+    /// Wakes on every change of `receiver`'s value, and every `poll` if set.
+    #[must_use]
+    pub fn new(receiver: tokio::sync::watch::Receiver<T>, poll: Option<Duration>) -> Self {
+        Self { receiver, poll }
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Send + Sync + 'static> FeedWaker for WatchWaker<T> {
+    fn arm(&mut self) {
+        self.receiver.mark_unchanged();
+    }
+
+    async fn wait(&mut self) {
+        let changed = self.receiver.changed();
+        match self.poll {
+            Some(poll) => {
+                let _ = tokio::time::timeout(poll, changed).await;
+            }
+            None => {
+                if changed.await.is_err() {
+                    // The sender is gone: nothing will ever be appended again,
+                    // so wait forever rather than spin.
+                    futures::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}

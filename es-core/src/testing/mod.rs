@@ -1,0 +1,126 @@
+//! Test support: the store conformance suite.
+//!
+//! Every [`EventStore`](crate::EventStore) must pass
+//! [`conformance_suite!`](crate::conformance_suite), which expands to one
+//! `#[test]` per rule of the store contract, in a module named
+//! `conformance`:
+//!
+//! ```
+//! // In a test file of a store implementation:
+//! es_core::conformance_suite!(|| async { es_core::MemoryStore::new() });
+//! # fn main() {}
+//! ```
+//!
+//! The factory is called once per test and must return a fresh, empty store.
+//! Each test runs on its own multi-threaded Tokio runtime and fails after
+//! [`CASE_TIMEOUT`] rather than hang.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub mod conformance;
+
+/// How long one conformance case may run.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs one test case on a fresh multi-threaded runtime, with a timeout.
+///
+/// # Panics
+///
+/// When the runtime cannot be built, the case panics, or it times out.
+pub fn run_case<F: Future<Output = ()>>(case: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a Tokio runtime for the test");
+    runtime.block_on(async {
+        tokio::time::timeout(CASE_TIMEOUT, case)
+            .await
+            .expect("the test case timed out");
+    });
+}
+
+/// Expands to the whole store conformance suite, one `#[test]` per rule, in
+/// a module `conformance`. The argument is a closure (or function) returning
+/// a future of a fresh store; the store type must be
+/// `EventStore + Clone + 'static`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_cases! {
+            ($factory)
+            expected_any_appends_to_new_stream,
+            expected_any_appends_to_existing_stream,
+            expected_no_stream_passes_on_absent_stream,
+            expected_no_stream_fails_on_existing_stream,
+            expected_stream_exists_passes_on_existing_stream,
+            expected_stream_exists_fails_on_absent_stream,
+            expected_exact_passes_on_matching_version,
+            expected_exact_fails_when_stream_is_ahead,
+            expected_exact_fails_when_stream_is_behind,
+            expected_exact_zero_passes_on_absent_stream,
+            expected_exact_zero_fails_on_existing_stream,
+            failed_check_writes_nothing,
+            batch_versions_are_contiguous,
+            batch_is_atomic_when_one_event_is_invalid,
+            concurrent_any_appends_all_land,
+            concurrent_exact_appends_have_one_winner,
+            idempotent_retry_with_any,
+            idempotent_retry_with_no_stream,
+            idempotent_retry_with_stream_exists,
+            idempotent_retry_with_exact_after_later_appends,
+            idempotent_partial_overlap_is_conflict,
+            idempotent_ids_in_other_stream_are_conflict,
+            idempotent_ids_in_other_order_are_conflict,
+            duplicate_id_within_batch_is_conflict,
+            empty_batch_passes_version_check_and_writes_nothing,
+            empty_batch_fails_version_check,
+            invalid_stream_id_empty_is_rejected,
+            invalid_stream_id_over_255_bytes_is_rejected,
+            invalid_stream_id_control_characters_are_rejected,
+            oversize_event_is_rejected_and_nothing_written,
+            oversize_batch_is_rejected_and_nothing_written,
+            invalid_event_type_or_schema_version_is_rejected,
+            nul_in_data_or_metadata_is_rejected,
+            read_stream_forward,
+            read_stream_backward,
+            read_stream_from_version,
+            read_stream_with_limit,
+            read_absent_stream_is_empty,
+            recorded_envelope_round_trips,
+            hostile_text_round_trips,
+            feed_holds_every_event_once_in_stream_order,
+            feed_order_is_stable_across_reads,
+            feed_positions_match_append_results,
+            feed_filters_by_category,
+            feed_filters_by_event_type,
+            feed_resumes_from_checkpoint,
+            subscription_catches_up_then_goes_live,
+            subscription_from_checkpoint_yields_only_the_rest,
+            subscription_with_filter,
+            subscription_has_no_gap_or_duplicate_at_switch,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    (($factory:expr) $($case:ident,)*) => {
+        #[allow(clippy::redundant_closure_call)]
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    $crate::testing::run_case(async {
+                        let store = ($factory)().await;
+                        $crate::testing::conformance::$case(store).await;
+                    });
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,4 @@
+//! PostgreSQL storage for `es-core`.
+
+#[cfg(feature = "local")]
+pub mod local;
