@@ -1,0 +1,190 @@
+-- The event store: streams, events, immutability, and the append function.
+--
+-- Every object is created unqualified, in the schema that the migration
+-- runner put first on search_path (see es-postgres/src/migrate.rs), so that
+-- several applications can share one database in separate schemas.
+
+CREATE TABLE streams (
+    stream_id   text    PRIMARY KEY,
+    category    text    NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
+    version     bigint  NOT NULL CHECK (version > 0),
+    -- Transaction id of the last append: a later append whose own id is
+    -- older must retry, so that feed order agrees with stream order.
+    last_tx_id  xid8    NOT NULL
+);
+
+CREATE INDEX streams_category ON streams (category);
+
+CREATE TABLE events (
+    -- Feed order is (tx_id, seq); see read_all in es-postgres/src/store.rs.
+    seq             bigserial   NOT NULL,
+    tx_id           xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    event_id        uuid        NOT NULL,
+    stream_id       text        NOT NULL,
+    category        text        NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
+    version         bigint      NOT NULL CHECK (version > 0),
+    event_type      text        NOT NULL,
+    schema_version  integer     NOT NULL CHECK (schema_version > 0),
+    data            jsonb       NOT NULL,
+    metadata        jsonb       NOT NULL DEFAULT '{}',
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT events_pkey PRIMARY KEY (tx_id, seq),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
+);
+
+-- Filtered feed reads walk these in feed order.
+CREATE INDEX events_category_feed ON events (category, tx_id, seq);
+CREATE INDEX events_type_feed ON events (event_type, tx_id, seq);
+
+CREATE FUNCTION reject_event_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events are immutable: % on % is not allowed', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END
+$$;
+
+CREATE TRIGGER events_immutable_rows
+    BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION reject_event_change();
+
+CREATE TRIGGER events_immutable_table
+    BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION reject_event_change();
+
+-- Appends one batch to one stream, in one statement.
+--
+-- Outcomes: 0 appended, 1 idempotent replay, 2 wrong expected version,
+-- 3 some ids stored (partial overlap), 4 ids stored in another stream,
+-- 5 ids stored out of order, 6 retry (this transaction's id is older than
+-- the stream's last writer's; nothing written).
+--
+-- Expected kinds: 0 any, 1 no stream, 2 stream exists, 3 exact.
+CREATE FUNCTION append_events(
+    p_stream            text,
+    p_expected_kind     smallint,
+    p_expected          bigint,
+    p_ids               uuid[],
+    p_types             text[],
+    p_schema_versions   integer[],
+    p_data              jsonb[],
+    p_metadata          jsonb[],
+    OUT outcome         smallint,
+    OUT actual          bigint,
+    OUT conflict_id     uuid,
+    OUT first_version   bigint,
+    OUT tx_ids          bigint[],
+    OUT seqs            bigint[]
+)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    n           integer := coalesce(array_length(p_ids, 1), 0);
+    found_ids   uuid[];
+    found_strs  text[];
+    found_vers  bigint[];
+    last_tx     xid8;
+    i           integer;
+    passes      boolean;
+BEGIN
+    -- Serialize appends to this stream before the first write, so that this
+    -- transaction's id is newer than the previous writer's. Advisory locks
+    -- do not assign a transaction id.
+    PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || p_stream, 7305));
+
+    IF n > 0 THEN
+        SELECT array_agg(e.event_id ORDER BY u.ord),
+               array_agg(e.stream_id ORDER BY u.ord),
+               array_agg(e.version ORDER BY u.ord),
+               array_agg(e.tx_id::text::bigint ORDER BY u.ord),
+               array_agg(e.seq ORDER BY u.ord)
+          INTO found_ids, found_strs, found_vers, tx_ids, seqs
+          FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN events e ON e.event_id = u.id;
+
+        IF found_ids IS NOT NULL THEN
+            conflict_id := found_ids[1];
+            IF array_length(found_ids, 1) < n THEN
+                outcome := 3;
+                RETURN;
+            END IF;
+            FOR i IN 1 .. n LOOP
+                IF found_strs[i] <> p_stream THEN
+                    outcome := 4;
+                    conflict_id := found_ids[i];
+                    RETURN;
+                END IF;
+            END LOOP;
+            FOR i IN 1 .. n LOOP
+                IF found_ids[i] <> p_ids[i] OR found_vers[i] <> found_vers[1] + i - 1 THEN
+                    outcome := 5;
+                    conflict_id := p_ids[i];
+                    RETURN;
+                END IF;
+            END LOOP;
+            outcome := 1;
+            first_version := found_vers[1];
+            actual := found_vers[n];
+            RETURN;
+        END IF;
+    END IF;
+    tx_ids := NULL;
+    seqs := NULL;
+
+    SELECT s.version, s.last_tx_id INTO actual, last_tx
+      FROM streams s WHERE s.stream_id = p_stream;
+    actual := coalesce(actual, 0);
+
+    passes := CASE p_expected_kind
+        WHEN 0 THEN true
+        WHEN 1 THEN actual = 0
+        WHEN 2 THEN actual > 0
+        ELSE actual = p_expected
+    END;
+    IF NOT passes THEN
+        outcome := 2;
+        RETURN;
+    END IF;
+
+    first_version := actual + 1;
+    IF n = 0 THEN
+        outcome := 0;
+        tx_ids := '{}';
+        seqs := '{}';
+        RETURN;
+    END IF;
+
+    IF last_tx IS NOT NULL AND pg_current_xact_id() < last_tx THEN
+        outcome := 6;
+        RETURN;
+    END IF;
+
+    WITH inserted AS (
+        INSERT INTO events (event_id, stream_id, version, event_type, schema_version, data, metadata)
+        SELECT u.id, p_stream, actual + u.ord, u.typ, u.sv, u.d, u.m
+          FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
+               WITH ORDINALITY AS u(id, typ, sv, d, m, ord)
+         ORDER BY u.ord
+        RETURNING seq, version
+    )
+    SELECT array_agg(seq ORDER BY version) INTO seqs FROM inserted;
+
+    INSERT INTO streams (stream_id, version, last_tx_id)
+    VALUES (p_stream, actual + n, pg_current_xact_id())
+    ON CONFLICT (stream_id) DO UPDATE
+        SET version = EXCLUDED.version, last_tx_id = EXCLUDED.last_tx_id;
+
+    tx_ids := array_fill(pg_current_xact_id()::text::bigint, ARRAY[n]);
+    actual := actual + n;
+    outcome := 0;
+
+    -- Wake listeners in other processes, but let only one concurrent
+    -- committer pay for NOTIFY (it serializes commits on a global lock);
+    -- the others' events are found by the reader's next read or poll.
+    IF pg_try_advisory_xact_lock(hashtextextended('es-notify:' || current_schema(), 7305)) THEN
+        PERFORM pg_notify('es_events_' || current_schema(), '');
+    END IF;
+END
+$$;

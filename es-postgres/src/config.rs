@@ -1,0 +1,145 @@
+//! Configuration of the PostgreSQL store.
+
+use std::time::Duration;
+
+use es_core::StoreLimits;
+
+/// Why a schema name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid schema name {0:?}: use 1 to 48 lower-case ASCII letters, digits and underscores, starting with a letter or underscore"
+)]
+pub struct InvalidSchemaName(pub String);
+
+/// Settings of a [`PgEventStore`](crate::PgEventStore).
+///
+/// ```
+/// use es_postgres::PgStoreConfig;
+/// use std::time::Duration;
+///
+/// let config = PgStoreConfig::new("billing")?.poll_interval(Duration::from_millis(100));
+/// assert_eq!(config.schema(), "billing");
+/// # Ok::<(), es_postgres::InvalidSchemaName>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgStoreConfig {
+    schema: String,
+    limits: StoreLimits,
+    poll_interval: Duration,
+    feed_wait: Duration,
+    append_retries: u32,
+}
+
+impl PgStoreConfig {
+    /// The store in the PostgreSQL schema `schema`, which
+    /// [`migrate`](crate::PgEventStore::migrate) creates. Two applications
+    /// sharing a database use two schemas.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSchemaName`] unless `schema` is a plain lower-case identifier
+    /// of at most 48 bytes.
+    pub fn new(schema: impl Into<String>) -> Result<Self, InvalidSchemaName> {
+        let schema = schema.into();
+        let valid = !schema.is_empty()
+            && schema.len() <= 48
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit()
+            && !schema.starts_with("pg_");
+        if !valid {
+            return Err(InvalidSchemaName(schema));
+        }
+        Ok(Self::with_schema(schema))
+    }
+
+    fn with_schema(schema: String) -> Self {
+        Self {
+            schema,
+            limits: StoreLimits::default(),
+            poll_interval: Duration::from_millis(250),
+            feed_wait: Duration::from_secs(1),
+            append_retries: 3,
+        }
+    }
+
+    /// The schema holding the store's tables.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Size limits for appends (default: [`StoreLimits::default`]).
+    #[must_use]
+    pub fn limits(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How often a subscription looks for new events when no notification
+    /// arrives (default 250 ms). Notifications usually wake it sooner; the
+    /// poll is the backstop for wake-ups that were coalesced or lost.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long a read of the feed that ends early waits for committed events
+    /// held back by an older transaction that is still running (default 1 s).
+    ///
+    /// The feed only shows events of transactions older than every running
+    /// one, so that none is ever skipped. When a short read finds committed
+    /// events held back, it waits for them up to this long, so a reader sees
+    /// what was appended before its read; a transaction open for longer (a
+    /// long report, a session idle in transaction) holds the feed back past
+    /// this wait, and the read returns what is safe to return.
+    #[must_use]
+    pub fn feed_wait(mut self, wait: Duration) -> Self {
+        self.feed_wait = wait;
+        self
+    }
+
+    /// How many times an append is retried after a race that left nothing
+    /// written (default 3).
+    #[must_use]
+    pub fn append_retries(mut self, retries: u32) -> Self {
+        self.append_retries = retries;
+        self
+    }
+
+    pub(crate) fn store_limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    pub(crate) fn poll(&self) -> Duration {
+        self.poll_interval
+    }
+
+    pub(crate) fn wait_for_held_back(&self) -> Duration {
+        self.feed_wait
+    }
+
+    pub(crate) fn retries(&self) -> u32 {
+        self.append_retries
+    }
+
+    /// The NOTIFY channel of this schema's appends.
+    pub(crate) fn channel(&self) -> String {
+        format!("es_events_{}", self.schema)
+    }
+}
+
+impl Default for PgStoreConfig {
+    /// The schema `es`.
+    fn default() -> Self {
+        Self {
+            schema: "es".to_owned(),
+            limits: StoreLimits::default(),
+            poll_interval: Duration::from_millis(250),
+            feed_wait: Duration::from_secs(1),
+            append_retries: 3,
+        }
+    }
+}

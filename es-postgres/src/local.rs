@@ -1,0 +1,874 @@
+//! A local Postgres server for tests and examples.
+//!
+//! [`shared`] hands out one [`LocalPostgres`] per process:
+//!
+//! 1. When the environment variable `DATABASE_URL` is set (and not empty),
+//!    that server is used as it is; no cluster is started. [`LocalPostgres::url`]
+//!    is then `DATABASE_URL` itself.
+//! 2. Otherwise a throwaway cluster is started from the local Postgres server
+//!    binaries: `initdb` and `pg_ctl` are looked up on `PATH`, then under
+//!    `/usr/lib/postgresql/*/bin` (highest version first). The cluster lives
+//!    in a fresh temporary directory under `/tmp` (data directory, Unix socket
+//!    and server log), listens on a free TCP port of `127.0.0.1`, accepts
+//!    every connection without a password (`trust`) for the superuser
+//!    `postgres`, and trades durability for speed (`fsync`,
+//!    `synchronous_commit` and `full_page_writes` are off). `max_connections`
+//!    is 300, as tests open many pools.
+//!
+//! Postgres refuses to run as root: when the process runs as root, the
+//! server binaries are run as the `postgres` system user (with `runuser`, or
+//! `su` where `runuser` is missing) and the temporary directory is handed
+//! over to that user.
+//!
+//! # Cleanup
+//!
+//! Rust never drops statics, so the shared cluster is not stopped by a
+//! destructor. Instead, a small watchdog shell is started with the cluster: it
+//! waits for end-of-file on a pipe whose only writer is this process. However
+//! the process ends (normal exit, panic, abort, `SIGKILL`), the kernel closes
+//! the pipe; the watchdog then stops the server (`pg_ctl stop -m immediate`)
+//! and removes the temporary directory. The watchdog runs in its own process
+//! group and ignores the usual termination signals, so a Ctrl-C sent to the
+//! test's process group does not stop it before it has cleaned up.
+//!
+//! # Databases
+//!
+//! Each test should take a fresh database from [`LocalPostgres::create_database`].
+//! On the throwaway cluster they disappear with it. On a server given by
+//! `DATABASE_URL` they are **left in place** (their names start with
+//! `es_test_`, so they are easy to find and drop by hand).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let postgres = es_postgres::local::shared().await?;
+//! let url = postgres.create_database().await?;
+//! let pool = sqlx::PgPool::connect(&url).await?;
+//! # drop(pool);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::{Connection as _, Executor as _};
+
+/// The environment variable naming an existing server to use instead of a
+/// throwaway cluster.
+const DATABASE_URL: &str = "DATABASE_URL";
+
+/// The superuser created by `initdb` and the system user that runs the server
+/// when this process runs as root.
+const SUPERUSER: &str = "postgres";
+
+/// How many ports are tried when the server cannot bind the one picked.
+const START_ATTEMPTS: u32 = 5;
+
+/// Seconds `pg_ctl` waits for the server to start.
+const START_TIMEOUT_SECS: &str = "30";
+
+/// How many lines of the server log an error shows.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The process-wide server, started at most once.
+static SHARED: OnceLock<Result<LocalPostgres, LocalError>> = OnceLock::new();
+
+/// Numbers the databases created by this process.
+static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Why a local Postgres server could not be provided.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// `DATABASE_URL` is not set and no Postgres server binaries were found.
+    #[error(
+        "DATABASE_URL is not set and no PostgreSQL server binaries (initdb, pg_ctl) were found on \
+         PATH or under /usr/lib/postgresql/*/bin: install PostgreSQL server binaries \
+         (Debian: apt-get install postgresql) or set DATABASE_URL"
+    )]
+    BinariesNotFound,
+
+    /// A file or process operation failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    /// A command needed to set up the cluster (such as `initdb`) failed.
+    #[error("`{command}` failed ({status}):\n{output}{}", hint_suffix(hint))]
+    Command {
+        /// The command line that failed.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it wrote to standard output and standard error.
+        output: String,
+        /// A hint at the cause, or empty.
+        hint: String,
+    },
+
+    /// The server did not start.
+    #[error(
+        "PostgreSQL did not start ({attempts} attempt(s)): {output}\n\
+         --- last lines of the server log ---\n{log_tail}"
+    )]
+    Start {
+        /// How many times starting was tried.
+        attempts: u32,
+        /// What `pg_ctl start` wrote on the last attempt.
+        output: String,
+        /// The last lines of the server log of the last attempt (the log
+        /// itself is removed with the cluster).
+        log_tail: String,
+    },
+
+    /// A statement sent to the server failed.
+    #[error("{action}: {source}")]
+    Sql {
+        /// What was being done.
+        action: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<sqlx::Error>,
+    },
+}
+
+/// Renders a [`LocalError::Command`] hint on a line of its own.
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!("\nhint: {hint}")
+    }
+}
+
+impl LocalError {
+    fn io(action: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            action: action.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    fn sql(action: impl Into<String>, source: sqlx::Error) -> Self {
+        Self::Sql {
+            action: action.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Returns the process-wide local Postgres server, starting it on first use.
+///
+/// Uses the server named by `DATABASE_URL` when that variable is set; starts
+/// a throwaway cluster otherwise (see the [module documentation](self)). The
+/// outcome of the first call, success or failure, is kept for the rest of the
+/// process. Safe to call from any number of tests and Tokio runtimes at once;
+/// the slow start-up runs on Tokio's blocking thread pool when called within
+/// a Tokio runtime.
+///
+/// # Errors
+///
+/// Fails when `DATABASE_URL` is unset and the Postgres server binaries are
+/// missing, or when the cluster cannot be created or started; the error says
+/// what to install or includes the output of the failing command or the tail
+/// of the server log.
+pub async fn shared() -> Result<&'static LocalPostgres, LocalError> {
+    let outcome = match SHARED.get() {
+        Some(outcome) => outcome,
+        None => match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(|| SHARED.get_or_init(LocalPostgres::from_env))
+                .await
+                .map_err(|error| {
+                    LocalError::io(
+                        "starting the local PostgreSQL server",
+                        io::Error::other(error.to_string()),
+                    )
+                })?,
+            Err(_) => SHARED.get_or_init(LocalPostgres::from_env),
+        },
+    };
+    outcome.as_ref().map_err(Clone::clone)
+}
+
+/// A Postgres server for tests: either the one named by `DATABASE_URL` or
+/// a throwaway cluster owned by this process.
+///
+/// Obtained from [`shared`]. Dropping a `LocalPostgres` that owns a cluster
+/// stops the server and removes its directory.
+#[derive(Debug)]
+pub struct LocalPostgres {
+    /// URL of the `postgres` database (or `DATABASE_URL` as given).
+    admin_url: String,
+    /// The throwaway cluster, when no `DATABASE_URL` was given; kept for its
+    /// `Drop`.
+    #[cfg_attr(not(test), expect(dead_code, reason = "held for its Drop"))]
+    cluster: Option<Cluster>,
+}
+
+impl LocalPostgres {
+    /// The URL of the administrative database: `postgres` on the throwaway
+    /// cluster, such as `postgres://postgres@127.0.0.1:41234/postgres`, or
+    /// `DATABASE_URL` as given.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// Creates a new, empty database with a unique name (such as
+    /// `es_test_4242_7_1f2e3d4c`) and returns its connection URL.
+    ///
+    /// Databases on a server named by `DATABASE_URL` are not dropped
+    /// afterwards.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the server cannot be reached with [`url`](Self::url) or
+    /// refuses `CREATE DATABASE`.
+    pub async fn create_database(&self) -> Result<String, LocalError> {
+        let name = unique_database_name();
+        let mut connection = sqlx::PgConnection::connect(&self.admin_url)
+            .await
+            .map_err(|error| LocalError::sql(format!("connecting to {}", self.admin_url), error))?;
+        let statement = format!("CREATE DATABASE \"{name}\"");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match connection.execute(statement.as_str()).await {
+                Ok(_) => break,
+                // "source database template1 is being accessed by other users":
+                // some other client is briefly connected to the template.
+                Err(sqlx::Error::Database(error))
+                    if error.code().as_deref() == Some("55006") && attempt < 10 =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => {
+                    return Err(LocalError::sql(format!("creating database {name}"), error));
+                }
+            }
+        }
+        // The database exists; a failure to say goodbye does not matter.
+        let _ = connection.close().await;
+        Ok(with_database(&self.admin_url, &name))
+    }
+
+    /// Uses `DATABASE_URL` when set, starts a throwaway cluster otherwise.
+    fn from_env() -> Result<Self, LocalError> {
+        match std::env::var(DATABASE_URL) {
+            Ok(url) if !url.trim().is_empty() => Ok(Self {
+                admin_url: url.trim().to_owned(),
+                cluster: None,
+            }),
+            _ => Self::start_cluster(),
+        }
+    }
+
+    /// Starts a throwaway cluster, ignoring `DATABASE_URL`.
+    fn start_cluster() -> Result<Self, LocalError> {
+        let binaries = find_binaries().ok_or(LocalError::BinariesNotFound)?;
+        let cluster = Cluster::start(&binaries)?;
+        Ok(Self {
+            admin_url: format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", cluster.port),
+            cluster: Some(cluster),
+        })
+    }
+}
+
+/// A unique database name: process id, a counter and a random part (so that
+/// processes sharing a `DATABASE_URL` server, even across reboots, don't clash).
+fn unique_database_name() -> String {
+    let counter = DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("es_test_{}_{counter}_{}", std::process::id(), &random[..8])
+}
+
+/// Replaces the database (path) of a `postgres://` URL, keeping the user,
+/// password, host, port and query parameters.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.find('?').map_or((url, ""), |at| url.split_at(at));
+    let authority = base.find("://").map_or(0, |at| at + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |at| authority + at);
+    format!("{}/{database}{query}", &base[..path])
+}
+
+/// The directory holding `initdb` and `pg_ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    fn initdb(&self) -> PathBuf {
+        self.dir.join("initdb")
+    }
+
+    fn pg_ctl(&self) -> PathBuf {
+        self.dir.join("pg_ctl")
+    }
+}
+
+/// Looks for `initdb` and `pg_ctl` side by side on `PATH`, then under
+/// `/usr/lib/postgresql/<version>/bin`, highest version first.
+fn find_binaries() -> Option<Binaries> {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(versioned_dirs(Path::new("/usr/lib/postgresql")))
+        .find(|dir| is_executable(&dir.join("initdb")) && is_executable(&dir.join("pg_ctl")))
+        .map(|dir| Binaries { dir })
+}
+
+/// The `bin` directories under `root/<version>/`, highest version first.
+fn versioned_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<(Vec<u64>, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let version = version_key(name.to_str()?)?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// `"9.6"` → `[9, 6]`; `None` for names that are not versions.
+fn version_key(name: &str) -> Option<Vec<u64>> {
+    name.split('.').map(|part| part.parse().ok()).collect()
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether this process runs with effective user id 0.
+fn running_as_root() -> bool {
+    if let Ok(status) = fs::read_to_string("/proc/self/status") {
+        // "Uid:\t<real>\t<effective>\t<saved>\t<filesystem>"
+        if let Some(effective) = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+        {
+            return effective == "0";
+        }
+    }
+    Command::new("id")
+        .arg("-u")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// How the server binaries are run: directly, or as the `postgres` user when
+/// this process is root.
+#[derive(Debug, Clone, Copy)]
+enum RunAs {
+    Myself,
+    /// `runuser -u postgres -- ...`
+    Runuser,
+    /// `su postgres -s /bin/sh -c '...'`, where `runuser` is missing.
+    Su,
+}
+
+impl RunAs {
+    fn detect() -> Self {
+        if !running_as_root() {
+            Self::Myself
+        } else if find_on_path("runuser").is_some() {
+            Self::Runuser
+        } else {
+            Self::Su
+        }
+    }
+
+    fn is_root(self) -> bool {
+        !matches!(self, Self::Myself)
+    }
+
+    /// The argument vector that runs `program args...` as the right user.
+    fn argv(self, program: &Path, args: &[&str]) -> Vec<String> {
+        let program = program.to_string_lossy().into_owned();
+        match self {
+            Self::Myself => std::iter::once(program)
+                .chain(args.iter().map(|&arg| arg.to_owned()))
+                .collect(),
+            Self::Runuser => ["runuser", "-u", SUPERUSER, "--"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(std::iter::once(program))
+                .chain(args.iter().map(|&arg| arg.to_owned()))
+                .collect(),
+            Self::Su => {
+                let mut line = String::from("exec ");
+                line.push_str(&shell_quote(&program));
+                for arg in args {
+                    line.push(' ');
+                    line.push_str(&shell_quote(arg));
+                }
+                ["su", SUPERUSER, "-s", "/bin/sh", "-c", &line]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            }
+        }
+    }
+
+    fn command(self, program: &Path, args: &[&str], dir: &Path) -> (Command, String) {
+        let words = self.argv(program, args);
+        let mut command = Command::new(&words[0]);
+        command
+            .args(&words[1..])
+            // The server user may not be able to enter our working directory.
+            .current_dir(dir)
+            .stdin(Stdio::null());
+        (command, words.join(" "))
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// Quotes `text` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Runs a command to completion, failing unless it exits successfully.
+fn run(mut command: Command, line: &str, hint: &str) -> Result<Output, LocalError> {
+    let output = command
+        .output()
+        .map_err(|error| LocalError::io(format!("running `{line}`"), error))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(LocalError::Command {
+            command: line.to_owned(),
+            status: output.status.to_string(),
+            output: combined_output(&output),
+            hint: hint.to_owned(),
+        })
+    }
+}
+
+fn combined_output(output: &Output) -> String {
+    let mut text = String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !stderr.trim().is_empty() {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(stderr.trim_end());
+    }
+    text
+}
+
+/// A throwaway cluster in a temporary directory, with its watchdog.
+#[derive(Debug)]
+struct Cluster {
+    /// The temporary directory: `data/`, the Unix socket and the logs.
+    dir: PathBuf,
+    port: u16,
+    /// Dropping this ends the watchdog's `read`, which stops and removes the
+    /// cluster.
+    watchdog_stdin: Option<ChildStdin>,
+    watchdog: Child,
+}
+
+impl Cluster {
+    fn start(binaries: &Binaries) -> Result<Self, LocalError> {
+        let run_as = RunAs::detect();
+        // Under /tmp: short enough for a Unix socket path, and traversable by
+        // the `postgres` user when we are root.
+        let base = Path::new("/tmp");
+        let temp = tempfile::Builder::new()
+            .prefix("es-postgres-")
+            .tempdir_in(if base.is_dir() {
+                base.to_owned()
+            } else {
+                std::env::temp_dir()
+            })
+            .map_err(|error| LocalError::io("creating a temporary directory", error))?;
+        let data = temp.path().join("data");
+        let watchdog = spawn_watchdog(run_as, binaries, temp.path(), &data)?;
+        // From here on the watchdog owns the directory and removes it.
+        let dir = temp.keep();
+        let mut cluster = Self {
+            dir,
+            port: 0,
+            watchdog_stdin: watchdog.stdin,
+            watchdog: watchdog.child,
+        };
+        // On any error below, dropping `cluster` stops and removes it.
+        cluster.init(run_as, binaries)?;
+        cluster.port = cluster.start_server(run_as, binaries)?;
+        Ok(cluster)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs `initdb` and writes the server settings.
+    fn init(&self, run_as: RunAs, binaries: &Binaries) -> Result<(), LocalError> {
+        if run_as.is_root() {
+            let mut command = Command::new("chown");
+            command
+                .args(["-R", "postgres:postgres"])
+                .arg(&self.dir)
+                .stdin(Stdio::null());
+            let line = format!("chown -R postgres:postgres {}", self.dir.display());
+            run(
+                command,
+                &line,
+                "PostgreSQL refuses to run as root, so the server is run as the `postgres` system \
+                 user, which the PostgreSQL server packages create",
+            )?;
+        }
+        let data = self.data();
+        let data = data.to_string_lossy();
+        let (command, line) = run_as.command(
+            &binaries.initdb(),
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                SUPERUSER,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            &self.dir,
+        );
+        run(command, &line, "")?;
+
+        let settings = format!(
+            "\n# es-postgres throwaway cluster\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\n\
+             max_connections = 300\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n",
+            self.dir.to_string_lossy().replace('\'', "''"),
+        );
+        let conf = self.data().join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut file| io::Write::write_all(&mut file, settings.as_bytes()))
+            .map_err(|error| LocalError::io(format!("writing {}", conf.display()), error))
+    }
+
+    /// Starts the server on a free port, retrying on port clashes; returns
+    /// the port.
+    fn start_server(&self, run_as: RunAs, binaries: &Binaries) -> Result<u16, LocalError> {
+        let data = self.data();
+        let data = data.to_string_lossy();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port()?;
+            let log = self.dir.join(format!("server-{attempt}.log"));
+            let options = format!("-p {port}");
+            let (mut command, line) = run_as.command(
+                &binaries.pg_ctl(),
+                &[
+                    "start",
+                    "-w",
+                    "-t",
+                    START_TIMEOUT_SECS,
+                    "-D",
+                    &data,
+                    "-l",
+                    &log.to_string_lossy(),
+                    "-o",
+                    &options,
+                ],
+                &self.dir,
+            );
+            let output = command
+                .output()
+                .map_err(|error| LocalError::io(format!("running `{line}`"), error))?;
+            if output.status.success() {
+                return Ok(port);
+            }
+            let log_tail = tail(&log, LOG_TAIL_LINES);
+            let port_clash =
+                log_tail.contains("could not bind") || log_tail.contains("already in use");
+            if !port_clash || attempt >= START_ATTEMPTS {
+                return Err(LocalError::Start {
+                    attempts: attempt,
+                    output: combined_output(&output),
+                    log_tail,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Closing the pipe makes the watchdog stop the server and remove the
+        // directory; wait for it so that both are gone when `drop` returns.
+        drop(self.watchdog_stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// The watchdog process and the write end of its stdin.
+struct Watchdog {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// The watchdog's script: `$1` is the directory to remove, the remaining
+/// arguments are the command that stops the server.
+const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT TERM QUIT PIPE
+read -r _ignored
+dir=$1
+shift
+"$@" >/dev/null 2>&1
+rm -rf -- "$dir"
+"#;
+
+/// Starts the shell that stops the server and removes `dir` once this
+/// process closes its stdin, by exiting or by dropping the [`Cluster`].
+fn spawn_watchdog(
+    run_as: RunAs,
+    binaries: &Binaries,
+    dir: &Path,
+    data: &Path,
+) -> Result<Watchdog, LocalError> {
+    let data = data.to_string_lossy();
+    let stop = run_as.argv(
+        &binaries.pg_ctl(),
+        &["stop", "-D", &data, "-m", "immediate", "-w", "-t", "10"],
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg("es-postgres-watchdog")
+        .arg(dir)
+        .args(&stop)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        // Must not keep the test harness's output pipes open.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Not hit by signals sent to the test's process group (Ctrl-C).
+        .process_group(0)
+        .spawn()
+        .map_err(|error| LocalError::io("starting the cleanup watchdog (`sh`)", error))?;
+    let stdin = child.stdin.take();
+    Ok(Watchdog { child, stdin })
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16, LocalError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| LocalError::io("looking for a free TCP port", error))
+}
+
+/// The last `lines` lines of a log file, or a note saying why there are none.
+fn tail(path: &Path, lines: usize) -> String {
+    const MAX_BYTES: u64 = 64 * 1024;
+    let read = || -> io::Result<String> {
+        let mut file = fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            let mut out = String::new();
+            for line in &all[all.len().saturating_sub(lines)..] {
+                let _ = writeln!(out, "{line}");
+            }
+            out
+        }
+        Err(error) => format!("(could not read the log: {error})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    async fn current_database(url: &str) -> Result<String, sqlx::Error> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
+        assert_eq!(one, 1);
+        let name: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        Ok(name)
+    }
+
+    #[tokio::test]
+    async fn creates_distinct_databases_on_the_shared_server() -> TestResult {
+        let postgres = shared().await?;
+        let first = postgres.create_database().await?;
+        let second = postgres.create_database().await?;
+        assert_ne!(first, second);
+
+        let first_name = current_database(&first).await?;
+        let second_name = current_database(&second).await?;
+        assert_ne!(first_name, second_name);
+        assert!(first_name.starts_with("es_test_"), "{first_name}");
+        assert!(first.ends_with(&format!("/{first_name}")), "{first}");
+        Ok(())
+    }
+
+    /// Runs in another test's runtime too: the server must not depend on the
+    /// runtime that started it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_is_one_server_per_process() -> TestResult {
+        let (a, b) = tokio::join!(shared(), shared());
+        let (a, b) = (a?, b?);
+        assert!(std::ptr::eq(a, b));
+        if !std::env::var(DATABASE_URL).is_ok_and(|url| !url.trim().is_empty()) {
+            assert!(
+                a.url().starts_with("postgres://postgres@127.0.0.1:"),
+                "{}",
+                a.url()
+            );
+            assert!(a.url().ends_with("/postgres"), "{}", a.url());
+        }
+        assert!(!current_database(a.url()).await?.is_empty());
+        Ok(())
+    }
+
+    /// A cluster of its own, dropped at the end: the server stops and its
+    /// directory goes away. Skipped when `DATABASE_URL` is set (a CI service
+    /// may stand in for missing binaries).
+    #[tokio::test]
+    async fn dropping_a_cluster_removes_it() -> TestResult {
+        if std::env::var(DATABASE_URL).is_ok_and(|url| !url.trim().is_empty()) {
+            return Ok(());
+        }
+        let postgres = tokio::task::spawn_blocking(LocalPostgres::start_cluster).await??;
+        let url = postgres.url().to_owned();
+        let dir = postgres
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.dir.clone())
+            .ok_or("no cluster")?;
+        assert!(dir.join("data/postmaster.pid").is_file());
+        current_database(&url).await?;
+
+        tokio::task::spawn_blocking(move || drop(postgres)).await?;
+        assert!(!dir.exists(), "{} still exists", dir.display());
+        let connect = sqlx::PgConnection::connect(&url).await;
+        assert!(connect.is_err(), "the server still accepts connections");
+        Ok(())
+    }
+
+    #[test]
+    fn missing_binaries_say_what_to_install() {
+        let message = LocalError::BinariesNotFound.to_string();
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+        assert!(message.contains("DATABASE_URL"), "{message}");
+    }
+
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        let cases = [
+            ("postgres://u:p@h:5432/db", "postgres://u:p@h:5432/new"),
+            (
+                "postgres://u@h/db?sslmode=disable",
+                "postgres://u@h/new?sslmode=disable",
+            ),
+            ("postgres://h:1", "postgres://h:1/new"),
+            ("postgres://h:1?x=y", "postgres://h:1/new?x=y"),
+            (
+                "postgres:///db?host=/run/pg",
+                "postgres:///new?host=/run/pg",
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(with_database(url, "new"), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn sorts_versions_numerically() {
+        assert_eq!(version_key("15"), Some(vec![15]));
+        assert_eq!(version_key("9.6"), Some(vec![9, 6]));
+        assert_eq!(version_key("main"), None);
+        assert!(version_key("10") > version_key("9.6"));
+    }
+
+    #[test]
+    fn database_names_are_unique_and_valid() {
+        let a = unique_database_name();
+        let b = unique_database_name();
+        assert_ne!(a, b);
+        for name in [a, b] {
+            assert!(name.len() < 64, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_as_postgres_through_su_with_quoting() {
+        let argv = RunAs::Su.argv(Path::new("/usr/bin/pg ctl"), &["-D", "it's"]);
+        assert_eq!(
+            argv,
+            [
+                "su",
+                "postgres",
+                "-s",
+                "/bin/sh",
+                "-c",
+                r"exec '/usr/bin/pg ctl' '-D' 'it'\''s'"
+            ]
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! [`PgEventStore`]: the event-store contract on PostgreSQL.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::subscription::{FollowOptions, WatchWaker, follow};
+use es_core::validate::check_batch;
+use es_core::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
+    Metadata, NewEvent, Position, ReadDirection, RecordedEvent, StoreError, StoreLimits, StreamId,
+    StreamRead,
+};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::PgStoreConfig;
+use crate::error::{Failure, classify, read_error};
+use crate::migrate::{self, MigrateError};
+use crate::notify::Wakeups;
+
+/// An [`EventStore`] in PostgreSQL.
+///
+/// - An append is one statement whatever the batch size: a server-side
+///   function that locks the stream, recognises retries by event id, checks
+///   the expected version and inserts the batch from arrays.
+/// - The global feed is ordered by (transaction id, sequence) and only
+///   returns events of transactions older than every running one, so a
+///   transaction that commits late is never skipped. A transaction left open
+///   anywhere in the cluster therefore holds the feed back until it ends.
+/// - Subscriptions are woken in-process by local appends, across processes
+///   by a coalesced `NOTIFY`, and poll as a backstop.
+///
+/// Cloning is cheap and shares the pool.
+///
+/// ```no_run
+/// use es_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
+/// use es_postgres::{PgEventStore, PgStoreConfig};
+/// use serde_json::json;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PgEventStore::connect("postgres://localhost/app", PgStoreConfig::default()).await?;
+/// store.migrate().await?;
+/// let order = StreamId::new("Order-1")?;
+/// let placed = NewEvent::new("OrderPlaced", json!({ "total_cents": 500 }));
+/// store.append(&order, ExpectedVersion::NoStream, vec![placed]).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    config: PgStoreConfig,
+    sql: Queries,
+    wakeups: Wakeups,
+}
+
+/// The store's SQL, with the schema name filled in once.
+#[derive(Debug)]
+struct Queries {
+    append: String,
+    read_forward: String,
+    read_backward: String,
+    feed_select: String,
+    held_back_select: String,
+}
+
+const COLUMNS: &str = "event_id, stream_id, version, tx_id::text::bigint AS tx, seq, \
+                       event_type, schema_version, data, metadata, recorded_at";
+
+impl Queries {
+    fn new(schema: &str) -> Self {
+        let events = format!("\"{schema}\".events");
+        Self {
+            append: format!(
+                "SELECT outcome, actual, conflict_id, first_version, tx_ids, seqs \
+                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            read_forward: format!(
+                "SELECT {COLUMNS} FROM {events} \
+                 WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+            ),
+            read_backward: format!(
+                "SELECT {COLUMNS} FROM {events} \
+                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            ),
+            feed_select: format!(
+                "SELECT {COLUMNS} FROM {events} \
+                 WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
+                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+            ),
+            held_back_select: format!(
+                "SELECT FROM {events} \
+                 WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
+                 AND tx_id >= pg_snapshot_xmin(pg_current_snapshot())"
+            ),
+        }
+    }
+
+    /// The feed query for `filter`: one row per event of the page, each
+    /// with `held_back` telling whether committed events matching `filter`
+    /// lie beyond the safe horizon (held back by an older transaction that
+    /// is still running); a single row with null event columns when the page
+    /// is empty. Both parts see the same snapshot. Filters become SQL so that
+    /// the server only reads matching rows (through the category and type
+    /// indexes).
+    fn feed(&self, filter: &FeedFilter) -> String {
+        let mut held_back = self.held_back_select.clone();
+        Self::push_filter(&mut held_back, filter);
+        let mut page = self.feed_select.clone();
+        Self::push_filter(&mut page, filter);
+        format!(
+            "SELECT h.held_back, e.* FROM (SELECT EXISTS ({held_back}) AS held_back) h \
+             LEFT JOIN LATERAL ({page} ORDER BY tx_id, seq LIMIT $3) e ON true"
+        )
+    }
+
+    fn push_filter(sql: &mut String, filter: &FeedFilter) {
+        let mut param = 4;
+        for (column, values) in [
+            ("category", &filter.categories),
+            ("event_type", &filter.event_types),
+        ] {
+            match values.len() {
+                0 => {}
+                // Writing to a String cannot fail.
+                1 => drop(write!(sql, " AND {column} = (${param}::text[])[1]")),
+                _ => drop(write!(sql, " AND {column} = ANY(${param}::text[])")),
+            }
+            if !values.is_empty() {
+                param += 1;
+            }
+        }
+    }
+}
+
+/// An `i64` for SQL from a `u64` or `usize` (clamped; no real value comes
+/// near the limit).
+fn sql_int<T: TryInto<i64>>(value: T) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+impl PgEventStore {
+    /// A store over `pool`. Call [`migrate`](Self::migrate) once before use.
+    #[must_use]
+    pub fn new(pool: PgPool, config: PgStoreConfig) -> Self {
+        let sql = Queries::new(config.schema());
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                sql,
+                wakeups: Wakeups::new(),
+            }),
+        }
+    }
+
+    /// Connects a pool of up to 10 connections to `url` and builds a store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the server cannot be reached.
+    pub async fn connect(url: &str, config: PgStoreConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::backend("connect", e))?;
+        Ok(Self::new(pool, config))
+    }
+
+    /// Creates the schema and applies pending migrations. Idempotent, and
+    /// safe to run from several processes at once.
+    ///
+    /// # Errors
+    ///
+    /// [`MigrateError`] when a migration fails or the applied migrations
+    /// differ from the embedded ones.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        migrate::run(&self.inner.pool, &self.inner.config).await
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The store's configuration.
+    #[must_use]
+    pub fn config(&self) -> &PgStoreConfig {
+        &self.inner.config
+    }
+
+    async fn append_once(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Attempt, Failure> {
+        let (kind, exact) = match expected {
+            ExpectedVersion::Any => (0i16, 0i64),
+            ExpectedVersion::NoStream => (1, 0),
+            ExpectedVersion::StreamExists => (2, 0),
+            ExpectedVersion::Exact(v) => (3, sql_int(v)),
+        };
+        let row = sqlx::query(&self.inner.sql.append)
+            .bind(stream.as_str())
+            .bind(kind)
+            .bind(exact)
+            .bind(&batch.ids)
+            .bind(&batch.types)
+            .bind(&batch.schema_versions)
+            .bind(&batch.data)
+            .bind(&batch.metadata)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| classify("append", e))?;
+        decode_outcome(stream, expected, &row).map_err(Failure::Fail)
+    }
+}
+
+/// A batch as the append function's array parameters.
+struct Batch {
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    data: Vec<Json<serde_json::Value>>,
+    metadata: Vec<Json<Metadata>>,
+}
+
+impl Batch {
+    fn new(events: Vec<NewEvent>) -> Self {
+        let mut batch = Self {
+            ids: Vec::with_capacity(events.len()),
+            types: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            data: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            batch.ids.push(event.event_id);
+            batch.types.push(event.event_type);
+            batch
+                .schema_versions
+                .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+            batch.data.push(Json(event.data));
+            batch.metadata.push(Json(event.metadata));
+        }
+        batch
+    }
+}
+
+/// What one run of the append function decided.
+enum Attempt {
+    Done(AppendResult),
+    /// Lost a race; nothing was written.
+    Retry,
+}
+
+fn decode_outcome(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    row: &PgRow,
+) -> Result<Attempt, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::backend("append", e);
+    let outcome: i16 = row.try_get("outcome").map_err(get_err)?;
+    let actual: Option<i64> = row.try_get("actual").map_err(get_err)?;
+    let actual = u64::try_from(actual.unwrap_or(0)).unwrap_or(0);
+    let conflict = |kind| -> Result<Attempt, StoreError> {
+        let event_id: Option<Uuid> = row.try_get("conflict_id").map_err(get_err)?;
+        Err(StoreError::IdempotencyConflict {
+            stream: stream.clone(),
+            event_id: event_id.unwrap_or_default(),
+            kind,
+        })
+    };
+    match outcome {
+        0 | 1 => {
+            let tx_ids: Vec<i64> = row.try_get("tx_ids").map_err(get_err)?;
+            let seqs: Vec<i64> = row.try_get("seqs").map_err(get_err)?;
+            let positions = tx_ids
+                .iter()
+                .zip(&seqs)
+                .map(|(&tx, &seq)| position(tx, seq))
+                .collect();
+            Ok(Attempt::Done(AppendResult::new(
+                actual,
+                positions,
+                outcome == 1,
+            )))
+        }
+        2 => Err(StoreError::WrongExpectedVersion {
+            stream: stream.clone(),
+            expected,
+            actual,
+        }),
+        3 => conflict(IdempotencyConflictKind::PartialOverlap),
+        4 => conflict(IdempotencyConflictKind::OtherStream),
+        5 => conflict(IdempotencyConflictKind::DifferentOrder),
+        6 => Ok(Attempt::Retry),
+        other => Err(StoreError::backend(
+            "append",
+            format!("the append function returned the unknown outcome {other}"),
+        )),
+    }
+}
+
+fn position(tx: i64, seq: i64) -> Position {
+    Position::from_parts(
+        u64::try_from(tx).unwrap_or(0),
+        u64::try_from(seq).unwrap_or(0),
+    )
+}
+
+/// Reads a row of the events table back into a recorded event.
+fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |location: String, reason: String| StoreError::CorruptEvent { location, reason };
+    let seq: i64 = row
+        .try_get("seq")
+        .map_err(|e| corrupt("an events row".into(), e.to_string()))?;
+    let tx: i64 = row
+        .try_get("tx")
+        .map_err(|e| corrupt(format!("sequence {seq}"), e.to_string()))?;
+    let position = position(tx, seq);
+    let at = || format!("position {position}");
+    let field = |e: sqlx::Error| corrupt(at(), e.to_string());
+    let stream: String = row.try_get("stream_id").map_err(field)?;
+    let stream_id = StreamId::new(stream.as_str())
+        .map_err(|e| corrupt(at(), format!("stream id {stream:?}: {e}")))?;
+    let version: i64 = row.try_get("version").map_err(field)?;
+    let version =
+        u64::try_from(version).map_err(|_| corrupt(at(), format!("negative version {version}")))?;
+    let event_type: String = row.try_get("event_type").map_err(field)?;
+    let schema_version: i32 = row.try_get("schema_version").map_err(field)?;
+    let metadata: serde_json::Value = row.try_get("metadata").map_err(field)?;
+    let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| {
+        corrupt(
+            format!("{at}, stream {stream_id} version {version}", at = at()),
+            format!("metadata: {e}"),
+        )
+    })?;
+    let event = NewEvent::new(event_type, row.try_get("data").map_err(field)?)
+        .with_id(row.try_get("event_id").map_err(field)?)
+        .with_schema_version(u32::try_from(schema_version).unwrap_or(0))
+        .with_metadata(metadata);
+    Ok(RecordedEvent::new(
+        event,
+        stream_id,
+        version,
+        position,
+        row.try_get("recorded_at").map_err(field)?,
+    ))
+}
+
+#[async_trait::async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        check_batch(stream, &events, &self.inner.config.store_limits())?;
+        let written = !events.is_empty();
+        let batch = Batch::new(events);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.append_once(stream, expected, &batch).await {
+                Ok(Attempt::Done(result)) => {
+                    if written && !result.idempotent_replay {
+                        self.inner.wakeups.wake();
+                    }
+                    return Ok(result);
+                }
+                Ok(Attempt::Retry) | Err(Failure::Retry)
+                    if attempts <= self.inner.config.retries() =>
+                {
+                    tracing::debug!(%stream, attempts, "append lost a race; retrying");
+                }
+                Ok(Attempt::Retry) | Err(Failure::Retry) => {
+                    return Err(StoreError::backend(
+                        "append",
+                        format!("the append to {stream} lost {attempts} races in a row"),
+                    ));
+                }
+                Err(Failure::Fail(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if read.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = match read.direction {
+            ReadDirection::Forward => &self.inner.sql.read_forward,
+            ReadDirection::Backward => &self.inner.sql.read_backward,
+        };
+        let rows = sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(sql_int(read.from))
+            .bind(sql_int(read.limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| read_error("read stream", e))?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = self.inner.sql.feed(filter);
+        let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let mut query = sqlx::query(&sql)
+                .bind(sql_int(after.commit()))
+                .bind(sql_int(after.sequence()))
+                .bind(sql_int(limit));
+            if !filter.categories.is_empty() {
+                query = query.bind(&filter.categories);
+            }
+            if !filter.event_types.is_empty() {
+                query = query.bind(&filter.event_types);
+            }
+            let rows = query
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| read_error("read feed", e))?;
+            let held_back = match rows.first() {
+                Some(row) => row
+                    .try_get::<bool, _>("held_back")
+                    .map_err(|e| read_error("read feed", e))?,
+                None => false,
+            };
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let present: Option<i64> =
+                    row.try_get("seq").map_err(|e| read_error("read feed", e))?;
+                if present.is_some() {
+                    events.push(decode_event(row)?);
+                }
+            }
+            // A short page with committed events held back: they become
+            // readable as soon as the older transaction ends, usually within
+            // milliseconds, so wait for them a little; a caller that just
+            // appended then reads its own writes.
+            if events.len() >= limit || !held_back || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
+        let wakeups = self
+            .inner
+            .wakeups
+            .subscribe(&self.inner.pool, self.inner.config.channel());
+        let waker = WatchWaker::new(wakeups, Some(self.inner.config.poll()));
+        follow(self.clone(), after, filter, waker, FollowOptions::default())
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.inner.config.store_limits()
+    }
+}
