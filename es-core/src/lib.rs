@@ -40,6 +40,7 @@ pub mod error;
 pub mod event;
 pub mod memory;
 pub mod position;
+pub mod snapshot;
 pub mod store;
 pub mod stream_id;
 pub mod subscription;
@@ -51,6 +52,7 @@ pub use error::{BoxError, IdempotencyConflictKind, InvalidEventKind, StoreError}
 pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use memory::MemoryStore;
 pub use position::Position;
+pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, ReadDirection, StoreLimits,
     StreamRead,

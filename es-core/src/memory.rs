@@ -10,8 +10,8 @@ use crate::subscription::{FollowOptions, WatchWaker, follow};
 use crate::validate::check_batch;
 use crate::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
-    NewEvent, Position, ReadDirection, RecordedEvent, StoreError, StoreLimits, StreamId,
-    StreamRead,
+    NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore, StoreError,
+    StoreLimits, StreamId, StreamRead,
 };
 
 /// An [`EventStore`] held in memory, with exactly the semantics of the
@@ -57,6 +57,8 @@ struct State {
     ids: HashMap<Uuid, usize>,
     /// Appends committed so far.
     commits: u64,
+    /// The newest snapshot of each stream.
+    snapshots: HashMap<StreamId, Snapshot>,
 }
 
 impl MemoryStore {
@@ -256,5 +258,24 @@ impl EventStore for MemoryStore {
 
     fn limits(&self) -> StoreLimits {
         self.inner.limits
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotStore for MemoryStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.state().snapshots.get(stream).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let newer = state
+            .snapshots
+            .get(&snapshot.stream_id)
+            .is_none_or(|stored| stored.version <= snapshot.version);
+        if newer {
+            state.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
     }
 }

@@ -8,8 +8,8 @@ use es_core::subscription::{FollowOptions, WatchWaker, follow};
 use es_core::validate::check_batch;
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
-    Metadata, NewEvent, Position, ReadDirection, RecordedEvent, StoreError, StoreLimits, StreamId,
-    StreamRead,
+    Metadata, NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore,
+    StoreError, StoreLimits, StreamId, StreamRead,
 };
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -70,6 +70,8 @@ struct Queries {
     read_backward: String,
     feed_select: String,
     held_back_select: String,
+    load_snapshot: String,
+    save_snapshot: String,
 }
 
 const COLUMNS: &str = "event_id, stream_id, version, tx_id::text::bigint AS tx, seq, \
@@ -95,6 +97,19 @@ impl Queries {
                 "SELECT {COLUMNS} FROM {events} \
                  WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
                  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+            ),
+            load_snapshot: format!(
+                "SELECT version, schema_version, data, taken_at \
+                 FROM \"{schema}\".snapshots WHERE stream_id = $1"
+            ),
+            save_snapshot: format!(
+                "INSERT INTO \"{schema}\".snapshots AS s \
+                 (stream_id, version, schema_version, data, taken_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (stream_id) DO UPDATE \
+                 SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, \
+                 data = EXCLUDED.data, taken_at = EXCLUDED.taken_at \
+                 WHERE s.version <= EXCLUDED.version"
             ),
             held_back_select: format!(
                 "SELECT FROM {events} \
@@ -483,5 +498,44 @@ impl EventStore for PgEventStore {
 
     fn limits(&self) -> StoreLimits {
         self.inner.config.store_limits()
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotStore for PgEventStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(&self.inner.sql.load_snapshot)
+            .bind(stream.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| read_error("load snapshot", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |e: sqlx::Error| StoreError::CorruptEvent {
+            location: format!("snapshot of stream {stream}"),
+            reason: e.to_string(),
+        };
+        let version: i64 = row.try_get("version").map_err(corrupt)?;
+        let schema_version: i32 = row.try_get("schema_version").map_err(corrupt)?;
+        let mut snapshot = Snapshot::new(
+            stream.clone(),
+            u64::try_from(version).unwrap_or(0),
+            u32::try_from(schema_version).unwrap_or(0),
+            row.try_get("data").map_err(corrupt)?,
+        );
+        snapshot.taken_at = row.try_get("taken_at").map_err(corrupt)?;
+        Ok(Some(snapshot))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        sqlx::query(&self.inner.sql.save_snapshot)
+            .bind(snapshot.stream_id.as_str())
+            .bind(sql_int(snapshot.version))
+            .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
+            .bind(Json(&snapshot.data))
+            .bind(snapshot.taken_at)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| read_error("save snapshot", e))?;
+        Ok(())
     }
 }

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::{
     AppendResult, EventStore, ExpectedVersion, FeedFilter, IdempotencyConflictKind, Metadata,
-    NewEvent, Position, RecordedEvent, StoreError, StreamId, StreamIdError, StreamRead,
+    NewEvent, Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
+    StreamIdError, StreamRead,
 };
 
 /// Bound on waiting for a subscription to deliver.
@@ -1007,4 +1008,30 @@ pub async fn subscription_has_no_gap_or_duplicate_at_switch<S: EventStore + Clon
     );
     let unique: HashSet<Uuid> = got.iter().map(|e| e.event_id).collect();
     assert_eq!(unique.len(), total);
+}
+
+/// The newest snapshot of a stream is kept per stream and read back as
+/// saved; a snapshot older than the stored one does not replace it.
+pub async fn snapshots_keep_the_newest_per_stream<S: SnapshotStore>(store: S) {
+    let s = stream("Order-1");
+    assert_eq!(store.load_snapshot(&s).await.unwrap(), None);
+    let first = Snapshot::new(s.clone(), 10, 1, json!({ "total": 10, "text": "é'\\" }));
+    store.save_snapshot(first.clone()).await.unwrap();
+    let got = store.load_snapshot(&s).await.unwrap().expect("a snapshot");
+    assert_eq!(
+        (got.version, got.schema_version, &got.data),
+        (10, 1, &first.data)
+    );
+    let newer = Snapshot::new(s.clone(), 20, 2, json!({ "total": 20 }));
+    store.save_snapshot(newer.clone()).await.unwrap();
+    store
+        .save_snapshot(Snapshot::new(s.clone(), 15, 2, json!({ "stale": true })))
+        .await
+        .unwrap();
+    let got = store.load_snapshot(&s).await.unwrap().expect("a snapshot");
+    assert_eq!(
+        (got.version, got.schema_version, &got.data),
+        (20, 2, &newer.data)
+    );
+    assert_eq!(store.load_snapshot(&stream("Order-2")).await.unwrap(), None);
 }

@@ -44,7 +44,7 @@ pub fn run_case<F: Future<Output = ()>>(case: F) {
 /// Expands to the whole store conformance suite, one `#[test]` per rule, in
 /// a module `conformance`. The argument is a closure (or function) returning
 /// a future of a fresh store; the store type must be
-/// `EventStore + Clone + 'static`.
+/// `EventStore + SnapshotStore + Clone + 'static`.
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:expr) => {
@@ -100,6 +100,7 @@ macro_rules! conformance_suite {
             subscription_from_checkpoint_yields_only_the_rest,
             subscription_with_filter,
             subscription_has_no_gap_or_duplicate_at_switch,
+            snapshots_keep_the_newest_per_stream,
         }
     };
 }
