@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub(crate) mod proxy;
+
 use es_postgres::{PgEventStore, PgStoreConfig, local};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

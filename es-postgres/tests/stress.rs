@@ -1,0 +1,365 @@
+//! Concurrency and round-trip properties of `PgEventStore` under load, each
+//! bounded to seconds.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use es_core::{
+    EventStore, ExpectedVersion, FeedFilter, NewEvent, Position, StoreError, StreamId, StreamRead,
+};
+use es_postgres::{PgEventStore, PgStoreConfig};
+use futures::StreamExt;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("valid stream id")
+}
+
+/// Holds some append transactions open 1 to 50 ms after their inserts, just
+/// before commit: a deferred constraint trigger runs at commit time.
+const SLOW_COMMITS: &str = "
+CREATE FUNCTION es.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF random() < 0.1 THEN
+        PERFORM pg_sleep(0.001 + random() * 0.049);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON es.events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION es.slow_commit();
+";
+
+/// 8 writers append 2,000 events each to random streams while some commits
+/// are late; a subscriber that follows the feed from the start meanwhile
+/// receives every committed event exactly once, each stream in version order.
+#[test]
+fn late_commits_are_never_skipped_by_a_subscriber() {
+    const WRITERS: usize = 8;
+    const EVENTS_PER_WRITER: usize = 2_000;
+    const STREAMS: usize = 40;
+    runtime().block_on(async {
+        let store = common::fresh_store_with(
+            PgStoreConfig::default().poll_interval(Duration::from_millis(50)),
+            12,
+        )
+        .await;
+        sqlx::raw_sql(SLOW_COMMITS)
+            .execute(store.pool())
+            .await
+            .expect("installing the slow-commit trigger");
+
+        let mut subscription = store.subscribe(Position::START, FeedFilter::all());
+        let started = Instant::now();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut sent = Vec::with_capacity(EVENTS_PER_WRITER);
+                    let mut n = 0;
+                    while n < EVENTS_PER_WRITER {
+                        let seed = (w * 7919 + n * 104_729) % 1_000_003;
+                        let s = stream(&format!("Load-{}", seed % STREAMS));
+                        let size = (1 + seed % 4).min(EVENTS_PER_WRITER - n);
+                        let batch: Vec<NewEvent> = (0..size)
+                            .map(|i| NewEvent::new("Loaded", json!({ "writer": w, "n": n + i })))
+                            .collect();
+                        let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+                        store
+                            .append(&s, ExpectedVersion::Any, batch)
+                            .await
+                            .unwrap_or_else(|e| panic!("writer {w} append failed: {e}"));
+                        sent.extend(ids);
+                        n += size;
+                    }
+                    sent
+                })
+            })
+            .collect();
+
+        let mut committed = HashSet::new();
+        for writer in writers {
+            committed.extend(writer.await.expect("writer task"));
+        }
+        let write_time = started.elapsed();
+        let total = WRITERS * EVENTS_PER_WRITER;
+        assert_eq!(committed.len(), total);
+        println!(
+            "late-commit stress: {total} events by {WRITERS} writers in {write_time:.2?} \
+             ({:.0} events/s, 10% of rows delayed 1-50 ms at commit)",
+            f64::from(u32::try_from(total).unwrap_or(u32::MAX)) / write_time.as_secs_f64()
+        );
+
+        let mut seen = HashSet::with_capacity(total);
+        let mut last_version: HashMap<StreamId, u64> = HashMap::new();
+        let mut last_position = Position::START;
+        while seen.len() < total {
+            let event = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+                .await
+                .unwrap_or_else(|_| panic!("subscriber stalled after {} of {total}", seen.len()))
+                .expect("the subscription ended")
+                .expect("the subscription failed");
+            assert!(
+                seen.insert(event.event_id),
+                "event {} delivered twice",
+                event.event_id
+            );
+            assert!(
+                committed.contains(&event.event_id),
+                "unknown event delivered"
+            );
+            assert!(event.position > last_position, "feed order went backwards");
+            last_position = event.position;
+            let previous = last_version.insert(event.stream_id.clone(), event.version);
+            assert_eq!(
+                event.version,
+                previous.unwrap_or(0) + 1,
+                "stream {} out of version order",
+                event.stream_id
+            );
+        }
+        if let Ok(Some(extra)) =
+            tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
+        {
+            panic!("an event beyond the committed ones was delivered: {extra:?}");
+        }
+        println!(
+            "subscriber received all {total} events {:.2?} after the writers started",
+            started.elapsed()
+        );
+    });
+}
+
+/// 50 concurrent `Exact(v)` appends to one stream, round after round: one
+/// winner per version; every loser reports the true actual version.
+#[test]
+fn exact_appends_race_with_one_winner_per_version() {
+    const CONTENDERS: usize = 50;
+    const ROUNDS: u64 = 10;
+    runtime().block_on(async {
+        let store = common::fresh_store_with(PgStoreConfig::default(), 20).await;
+        let s = stream("Race-1");
+        for version in 0..ROUNDS {
+            let tasks: Vec<_> = (0..CONTENDERS)
+                .map(|i| {
+                    let store = store.clone();
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        let event = NewEvent::new("Raced", json!({ "round": version, "task": i }));
+                        store
+                            .append(&s, ExpectedVersion::Exact(version), vec![event])
+                            .await
+                    })
+                })
+                .collect();
+            let mut winners = 0;
+            for task in tasks {
+                match task.await.expect("task") {
+                    Ok(result) => {
+                        winners += 1;
+                        assert_eq!(result.stream_version, version + 1);
+                    }
+                    Err(StoreError::WrongExpectedVersion {
+                        expected, actual, ..
+                    }) => {
+                        assert_eq!(expected, ExpectedVersion::Exact(version));
+                        assert_eq!(actual, version + 1, "losers see the winner's version");
+                    }
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            assert_eq!(winners, 1, "round {version}: exactly one winner");
+        }
+        let events = store.read_stream(&s, StreamRead::forward()).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            (1..=ROUNDS).collect::<Vec<_>>()
+        );
+    });
+}
+
+/// The same batch sent twice (a retry after a lost reply) is one write; the
+/// second call returns the first call's versions and positions. Retries
+/// racing each other, and retries after a cancelled call whose outcome is
+/// unknown, also leave exactly one copy.
+#[test]
+fn retry_after_lost_reply_writes_once() {
+    runtime().block_on(async {
+        let store = common::fresh_store().await;
+        let s = stream("Retry-1");
+        store
+            .append(
+                &s,
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Seed", json!({}))],
+            )
+            .await
+            .unwrap();
+
+        // Sequential retry.
+        let batch: Vec<NewEvent> = (0..5)
+            .map(|i| NewEvent::new("Paid", json!({ "i": i })))
+            .collect();
+        let first = store
+            .append(&s, ExpectedVersion::Exact(1), batch.clone())
+            .await
+            .unwrap();
+        let second = store
+            .append(&s, ExpectedVersion::Exact(1), batch.clone())
+            .await
+            .unwrap();
+        assert!(!first.idempotent_replay && second.idempotent_replay);
+        assert_eq!(second.versions(), first.versions());
+        assert_eq!(second.positions, first.positions);
+        assert_eq!(
+            store
+                .read_stream(&s, StreamRead::forward())
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+
+        // Two copies of one batch in flight at once.
+        for round in 0..20 {
+            let batch: Vec<NewEvent> = (0..3)
+                .map(|i| NewEvent::new("Dup", json!({ "round": round, "i": i })))
+                .collect();
+            let (a, b) = tokio::join!(
+                store.append(&s, ExpectedVersion::Any, batch.clone()),
+                store.append(&s, ExpectedVersion::Any, batch.clone()),
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_ne!(
+                a.idempotent_replay, b.idempotent_replay,
+                "one write, one replay"
+            );
+            assert_eq!(a.positions, b.positions);
+        }
+
+        // A call whose reply is lost: the caller gives up while the server is
+        // still executing it (commits are slowed by 20 ms), then retries.
+        sqlx::raw_sql(
+            "CREATE FUNCTION es.slow() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(0.02); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON es.events \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+             WHEN (NEW.event_type = 'Cut') EXECUTE FUNCTION es.slow();",
+        )
+        .execute(store.pool())
+        .await
+        .expect("installing the slow trigger");
+        let mut replays = 0;
+        for round in 0..10u64 {
+            let batch: Vec<NewEvent> = (0..2)
+                .map(|i| NewEvent::new("Cut", json!({ "round": round, "i": i })))
+                .collect();
+            let cut = Duration::from_millis(5 + round % 3);
+            let attempt =
+                tokio::time::timeout(cut, store.append(&s, ExpectedVersion::Any, batch.clone()))
+                    .await;
+            assert!(
+                attempt.is_err(),
+                "round {round}: the call was cut before its reply"
+            );
+            let retry = store
+                .append(&s, ExpectedVersion::Any, batch.clone())
+                .await
+                .unwrap();
+            if retry.idempotent_replay {
+                replays += 1;
+            }
+            let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+            let stored = store.read_stream(&s, StreamRead::forward()).await.unwrap();
+            let copies = stored.iter().filter(|e| ids.contains(&e.event_id)).count();
+            assert_eq!(copies, 2, "round {round}: each event stored exactly once");
+        }
+        assert!(
+            replays > 0,
+            "some cut calls had been written, and their retry was a replay"
+        );
+        println!("cut calls whose retry found them written: {replays} of 10");
+        let stored = store.read_stream(&s, StreamRead::forward()).await.unwrap();
+        let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=stored.len() as u64).collect::<Vec<_>>());
+    });
+}
+
+/// A 1,000-event append is one statement in one round trip, counted on the
+/// wire by a proxy between the store and the server.
+#[test]
+fn a_thousand_event_append_is_one_statement() {
+    runtime().block_on(async {
+        let (url, setup_pool) = common::fresh_pool(1).await;
+        let setup = PgEventStore::new(setup_pool, PgStoreConfig::default());
+        setup.migrate().await.expect("migrating");
+        let (options, counts) = common::proxy::start(&url).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("connecting through the proxy");
+        let store = PgEventStore::new(pool, PgStoreConfig::default());
+        let s = stream("Bulk-1");
+        // The first call on a connection also prepares the statement.
+        store
+            .append(
+                &s,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("Warm", json!({}))],
+            )
+            .await
+            .unwrap();
+
+        // What the simplest statement costs through this pool: the pool adds
+        // a liveness ping when a connection is released.
+        let settle = || async {
+            while store.pool().num_idle() < 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        sqlx::query("SELECT 1").execute(store.pool()).await.unwrap();
+        settle().await;
+        counts.reset();
+        sqlx::query("SELECT 1").execute(store.pool()).await.unwrap();
+        settle().await;
+        let trivial = counts.get();
+        println!("SELECT 1 through the pool: {trivial:?} (statements, syncs, simple queries)");
+        assert_eq!(trivial.0, 1);
+
+        let mut version = 1;
+        for size in [1usize, 1_000] {
+            let batch: Vec<NewEvent> = (0..size)
+                .map(|i| NewEvent::new("Bulk", json!({ "i": i, "text": "x".repeat(64) })))
+                .collect();
+            counts.reset();
+            let result = store
+                .append(&s, ExpectedVersion::Exact(version), batch)
+                .await
+                .unwrap();
+            settle().await;
+            version = result.stream_version;
+            let cost = counts.get();
+            println!("{size}-event append: {cost:?} (statements, syncs, simple queries)");
+            assert_eq!(result.positions.len(), size);
+            assert_eq!(
+                cost, trivial,
+                "an append costs what SELECT 1 costs: one statement"
+            );
+        }
+        let stored = store.read_stream(&s, StreamRead::forward()).await.unwrap();
+        assert_eq!(stored.len(), 1_002);
+    });
+}
