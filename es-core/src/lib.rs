@@ -11,8 +11,18 @@
 //! - [`StoreError`]: every failure, naming what the caller can act on;
 //! - [`MemoryStore`]: the whole contract in memory, for unit tests.
 //!
+//! On top of it, the typed layer:
+//!
+//! - [`Event`] (`#[derive(Event)]`): an enum of event types with stable
+//!   stored names, schema versions and upcasting;
+//! - [`Aggregate`] (`#[derive(Aggregate)]`), [`On`] and [`Decide`]: state
+//!   folded from a stream, which decides on commands;
+//! - [`Repository`]: runs commands with optimistic concurrency, a cache of
+//!   recent states and snapshots.
+//!
 //! The PostgreSQL store lives in the `es-postgres` crate. With the `testing`
-//! feature, [`testing`] holds the conformance suite every store passes.
+//! feature, [`testing`] holds the conformance suite every store passes and
+//! a given/when/then harness for aggregates.
 //!
 //! ```
 //! use es_core::{EventStore, ExpectedVersion, FeedFilter, MemoryStore, NewEvent, Position, StreamId};
@@ -36,25 +46,37 @@
 
 extern crate self as es_core;
 
+#[doc(hidden)]
+pub mod __private;
+pub mod aggregate;
 pub mod error;
 pub mod event;
 pub mod memory;
 pub mod position;
+pub mod repository;
 pub mod snapshot;
 pub mod store;
 pub mod stream_id;
 pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod typed;
 pub mod validate;
 
+pub use aggregate::{Aggregate, Decide, On, SnapshotPolicy};
+#[cfg(feature = "derive")]
+pub use es_derive::{Aggregate, Event};
 pub use error::{BoxError, IdempotencyConflictKind, InvalidEventKind, StoreError};
 pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use memory::MemoryStore;
 pub use position::Position;
+pub use repository::{
+    CommandContext, CommandError, CommandOutcome, LoadError, Loaded, Repository, RepositoryOptions,
+};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, ReadDirection, StoreLimits,
     StreamRead,
 };
 pub use stream_id::{StreamId, StreamIdError};
+pub use typed::{DecodeError, DecodeErrorKind, EncodeError, Event};

@@ -1,4 +1,5 @@
-//! Test support: the store conformance suite.
+//! Test support: the store conformance suite and the given/when/then
+//! harness for aggregates ([`given`]).
 //!
 //! Every [`EventStore`](crate::EventStore) must pass
 //! [`conformance_suite!`](crate::conformance_suite), which expands to one
@@ -19,6 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub mod conformance;
+pub mod given;
 
 /// How long one conformance case may run.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);

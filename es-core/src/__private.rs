@@ -1,0 +1,95 @@
+//! Helpers for the code that the derives generate. Not a public API: it may
+//! change in any release, which is why `es-core` pins `es-derive` exactly.
+
+pub use serde;
+pub use serde_json;
+pub use serde_json::Value;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::typed::{DecodeError, DecodeErrorKind};
+use crate::{BoxError, RecordedEvent};
+
+pub use crate::aggregate::SnapshotPolicy;
+pub use crate::{Aggregate, Event, On, RecordedEvent as Recorded};
+
+/// Dispatches each variant of an event enum to `A`'s handler for its payload.
+pub trait Dispatch<A> {
+    /// Hands the payload to `target`'s handler.
+    fn dispatch(self, target: &mut A);
+}
+
+/// Serializes a payload or a state.
+///
+/// # Errors
+///
+/// What serde reports.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(value)
+}
+
+/// Deserializes a state from a snapshot payload.
+///
+/// # Errors
+///
+/// What serde reports.
+pub fn from_json<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(value)
+}
+
+/// Reads the payload of `event` (possibly upcast to `data`) as `T`.
+///
+/// # Errors
+///
+/// [`DecodeErrorKind::Payload`].
+pub fn payload<T: DeserializeOwned>(event: &RecordedEvent, data: &Value) -> Result<T, DecodeError> {
+    T::deserialize(data).map_err(|source| {
+        DecodeError::new(
+            event,
+            DecodeErrorKind::Payload {
+                type_name: std::any::type_name::<T>(),
+                source,
+            },
+        )
+    })
+}
+
+/// Runs one JSON upcast step, from schema version `from` to `from + 1`.
+///
+/// # Errors
+///
+/// [`DecodeErrorKind::Upcast`] with the step's error.
+pub fn upcast_json<F, E>(
+    event: &RecordedEvent,
+    from: u32,
+    step: F,
+    data: Value,
+) -> Result<Value, DecodeError>
+where
+    F: FnOnce(Value) -> Result<Value, E>,
+    E: Into<BoxError>,
+{
+    step(data).map_err(|e| {
+        DecodeError::new(
+            event,
+            DecodeErrorKind::Upcast {
+                from,
+                source: e.into(),
+            },
+        )
+    })
+}
+
+/// The error for a known event type stored with a schema version that has
+/// no path to `current`.
+#[must_use]
+pub fn unsupported_version(event: &RecordedEvent, current: u32) -> DecodeError {
+    DecodeError::new(event, DecodeErrorKind::UnsupportedSchemaVersion { current })
+}
+
+/// The error for an event type that no variant has.
+#[must_use]
+pub fn unknown_event_type(event: &RecordedEvent) -> DecodeError {
+    DecodeError::new(event, DecodeErrorKind::UnknownEventType)
+}

@@ -1,0 +1,649 @@
+//! [`Repository`]: runs commands against aggregates kept in an event store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use uuid::Uuid;
+
+use crate::aggregate::SnapshotPolicy;
+use crate::typed::{DecodeError, EncodeError};
+use crate::{
+    Aggregate, Decide, Event, EventStore, ExpectedVersion, Metadata, Position, RecordedEvent,
+    Snapshot, SnapshotStore, StoreError, StreamId, StreamRead,
+};
+
+/// How a [`Repository`] caches and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepositoryOptions {
+    /// How many aggregate states the in-process cache keeps (default 1,000);
+    /// the oldest entry is evicted first. 0 disables the cache.
+    pub cache_capacity: usize,
+    /// How many times a command is decided again after a concurrent write
+    /// changed its stream (default 3).
+    pub max_retries: u32,
+    /// Whether to decide on a cached state without first reading the
+    /// stream's tail (default `false`). See [`Repository`].
+    pub trust_cache: bool,
+    /// Whether to skip stored events whose type the aggregate's event enum
+    /// does not know, instead of failing (default `false`).
+    pub skip_unknown_events: bool,
+}
+
+impl RepositoryOptions {
+    /// Sets [`cache_capacity`](Self::cache_capacity).
+    #[must_use]
+    pub const fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Sets [`max_retries`](Self::max_retries).
+    #[must_use]
+    pub const fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Sets [`trust_cache`](Self::trust_cache).
+    #[must_use]
+    pub const fn trust_cache(mut self, trust: bool) -> Self {
+        self.trust_cache = trust;
+        self
+    }
+
+    /// Sets [`skip_unknown_events`](Self::skip_unknown_events).
+    #[must_use]
+    pub const fn skip_unknown_events(mut self, skip: bool) -> Self {
+        self.skip_unknown_events = skip;
+        self
+    }
+}
+
+impl Default for RepositoryOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 1_000,
+            max_retries: 3,
+            trust_cache: false,
+            skip_unknown_events: false,
+        }
+    }
+}
+
+/// The metadata a command writes into every event it causes: the
+/// correlation id of the flow, and as causation id the id of the command or
+/// of the event that triggered it.
+///
+/// ```
+/// use es_core::CommandContext;
+/// use uuid::Uuid;
+///
+/// let command_id = Uuid::now_v7();
+/// let context = CommandContext::for_command(command_id).with_correlation_id("req-42");
+/// assert_eq!(context.metadata().causation_id, Some(command_id));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandContext {
+    metadata: Metadata,
+}
+
+impl CommandContext {
+    /// No metadata.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A command with id `command_id`: the causation id, and the correlation
+    /// id until one is set.
+    #[must_use]
+    pub fn for_command(command_id: Uuid) -> Self {
+        Self {
+            metadata: Metadata::default()
+                .with_causation_id(command_id)
+                .with_correlation_id(command_id.to_string()),
+        }
+    }
+
+    /// A command issued in reaction to `event` (a process manager, a
+    /// policy): the causation id is the event's id, and the correlation id
+    /// and actor carry over from it (the correlation id is the event's id
+    /// when it had none).
+    #[must_use]
+    pub fn caused_by(event: &RecordedEvent) -> Self {
+        let correlation = event
+            .metadata
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| event.event_id.to_string());
+        let mut metadata = Metadata::default()
+            .with_causation_id(event.event_id)
+            .with_correlation_id(correlation);
+        metadata.actor.clone_from(&event.metadata.actor);
+        Self { metadata }
+    }
+
+    /// Replaces everything with `metadata`.
+    #[must_use]
+    pub fn from_metadata(metadata: Metadata) -> Self {
+        Self { metadata }
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata = self.metadata.with_correlation_id(id);
+        self
+    }
+
+    /// Sets the actor.
+    #[must_use]
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.metadata = self.metadata.with_actor(actor);
+        self
+    }
+
+    /// Adds an application-defined field.
+    #[must_use]
+    pub fn with_custom(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata = self.metadata.with_custom(key, value);
+        self
+    }
+
+    /// The metadata every new event gets.
+    #[must_use]
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+/// An aggregate loaded from the store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The stream version the state includes (0: no events).
+    pub version: u64,
+    /// The stream version of the snapshot the load started from, if any.
+    pub snapshot_version: Option<u64>,
+    /// How many events were read from the store after the snapshot.
+    pub events_read: usize,
+}
+
+/// The result of a command that the aggregate accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandOutcome {
+    /// The stream's version after the command (unchanged if it decided no
+    /// events).
+    pub stream_version: u64,
+    /// The ids of the appended events, in order.
+    pub event_ids: Vec<Uuid>,
+    /// Their feed positions, in order.
+    pub positions: Vec<Position>,
+    /// How many times the command was decided (1 without conflicts).
+    pub attempts: u32,
+    /// How many events were read from the store to run the command.
+    pub events_read: usize,
+}
+
+/// Loading an aggregate failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A stored event of the stream could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Running a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command; nothing was written.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// Other writers kept changing the stream: the command was decided
+    /// `attempts` times and each append found a newer version; nothing was
+    /// written.
+    #[error("stream {stream} kept changing; gave up after {attempts} attempts")]
+    Conflict {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// How many appends were tried.
+        attempts: u32,
+    },
+    /// A stored event of the stream could not be decoded; nothing was
+    /// written.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A decided event could not be serialized; nothing was written.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The store failed. If the append itself failed with a transient error
+    /// it may have taken effect.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> CommandError<E> {
+    /// The domain error, if the aggregate refused the command.
+    #[must_use]
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Self::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E> From<LoadError> for CommandError<E> {
+    fn from(error: LoadError) -> Self {
+        match error {
+            LoadError::Decode(e) => Self::Decode(e),
+            LoadError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// Loads aggregates and runs commands against them.
+///
+/// A command costs one read of the stream's tail and one append:
+///
+/// 1. Start from the newest state the repository can trust: a state kept in
+///    its in-process cache (with the stream version it includes), else the
+///    aggregate's latest snapshot, else the empty state.
+/// 2. Read only the events after that version and apply them.
+/// 3. [Decide](Decide::decide), and append the events with
+///    `ExpectedVersion::Exact(version)`, each carrying the
+///    [`CommandContext`]'s metadata.
+/// 4. On success, apply the new events to the state and cache it, without
+///    reading them back; take a snapshot when the append crossed a multiple
+///    of the aggregate's [`SnapshotPolicy::every`].
+/// 5. If another writer got there first (`WrongExpectedVersion`), read the
+///    new tail, decide again, and retry, at most
+///    [`max_retries`](RepositoryOptions::max_retries) times; then fail with
+///    [`CommandError::Conflict`].
+///
+/// A cached state is only ever used together with the `Exact` check of the
+/// append, so a stale cache (another process wrote to the stream) costs a
+/// retry but can never cause a wrong write.
+///
+/// With [`RepositoryOptions::trust_cache`], step 2 is skipped when the state
+/// comes from the cache: a command is one append. The trade-off: when another
+/// process has written meanwhile, the first append is wasted (and retried as
+/// above). A decision that writes nothing, or a refusal, is never trusted
+/// to a cached state alone: the tail is read and the command decided again
+/// when it has new events, so a stale cache cannot cause a wrong refusal.
+pub struct Repository<A, S> {
+    store: S,
+    options: RepositoryOptions,
+    cache: Mutex<StateCache<A>>,
+}
+
+impl<A, S> std::fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &std::any::type_name::<A>())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate,
+    S: EventStore + SnapshotStore,
+{
+    /// A repository over `store` with the default options.
+    pub fn new(store: S) -> Self {
+        Self::with_options(store, RepositoryOptions::default())
+    }
+
+    /// A repository over `store` with `options`.
+    pub fn with_options(store: S, options: RepositoryOptions) -> Self {
+        Self {
+            store,
+            options,
+            cache: Mutex::new(StateCache::new(options.cache_capacity)),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Forgets every cached state.
+    pub fn clear_cache(&self) {
+        self.cache().clear();
+    }
+
+    fn cache(&self) -> MutexGuard<'_, StateCache<A>> {
+        // The cache is only a hint checked by each append's version check,
+        // so a panic elsewhere cannot leave it in a state that matters.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads the aggregate of `stream` from the store: its latest usable
+    /// snapshot, then the events after it. Does not use the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] when the store fails or an event does not decode.
+    pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
+        let (state, snapshot_version) = self.load_snapshot(stream).await;
+        let mut loaded = Loaded {
+            state,
+            version: snapshot_version.unwrap_or(0),
+            snapshot_version,
+            events_read: 0,
+        };
+        loaded.events_read = self
+            .catch_up(stream, &mut loaded.state, &mut loaded.version)
+            .await?;
+        if let Some(policy) = A::SNAPSHOT {
+            // A long replay means the snapshot was missing or unusable (an
+            // old format, say): take a fresh one so the next load is short.
+            if loaded.events_read as u64 >= policy.every {
+                self.save_snapshot(stream, &loaded.state, loaded.version, policy)
+                    .await;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The latest snapshot's state and version, if there is a usable one.
+    async fn load_snapshot(&self, stream: &StreamId) -> (A, Option<u64>) {
+        let Some(policy) = A::SNAPSHOT else {
+            return (A::default(), None);
+        };
+        match self.store.load_snapshot(stream).await {
+            Ok(Some(snapshot)) if snapshot.schema_version == policy.version => {
+                match A::from_snapshot(&snapshot.data) {
+                    Ok(state) => return (state, Some(snapshot.version)),
+                    Err(error) => tracing::warn!(
+                        %stream,
+                        snapshot_version = snapshot.version,
+                        %error,
+                        "ignoring a snapshot that does not decode; replaying the stream"
+                    ),
+                }
+            }
+            Ok(Some(snapshot)) => tracing::debug!(
+                %stream,
+                found = snapshot.schema_version,
+                current = policy.version,
+                "ignoring a snapshot of another format version; replaying the stream"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                %stream,
+                %error,
+                "cannot load the snapshot; replaying the stream"
+            ),
+        }
+        (A::default(), None)
+    }
+
+    /// Reads the events after `version` and applies them; returns how many
+    /// were read.
+    async fn catch_up(
+        &self,
+        stream: &StreamId,
+        state: &mut A,
+        version: &mut u64,
+    ) -> Result<usize, LoadError> {
+        let tail = self
+            .store
+            .read_stream(stream, StreamRead::forward().from_version(*version + 1))
+            .await?;
+        let read = tail.len();
+        for recorded in &tail {
+            match A::Event::decode(recorded) {
+                Ok(event) => state.apply(event),
+                Err(e) if self.options.skip_unknown_events && e.is_unknown_event_type() => {}
+                Err(e) => return Err(e.into()),
+            }
+            *version = recorded.version;
+        }
+        Ok(read)
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, state: &A, version: u64, policy: SnapshotPolicy) {
+        let data = match state.to_snapshot() {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::warn!(%stream, version, %error, "cannot serialize a snapshot");
+                return;
+            }
+        };
+        let snapshot = Snapshot::new(stream.clone(), version, policy.version, data);
+        if let Err(error) = self.store.save_snapshot(snapshot).await {
+            tracing::warn!(%stream, version, %error, "cannot save a snapshot");
+        }
+    }
+
+    /// Runs `command` against the aggregate of `stream` and appends the
+    /// events it decides, each with `context`'s metadata.
+    ///
+    /// # Errors
+    ///
+    /// - [`CommandError::Rejected`] with the aggregate's domain error;
+    /// - [`CommandError::Conflict`] when other writers changed the stream
+    ///   before each of `1 + max_retries` appends;
+    /// - [`CommandError::Decode`], [`CommandError::Encode`] or
+    ///   [`CommandError::Store`] when reading, serializing or appending
+    ///   fails.
+    ///
+    /// Nothing was written in any case but a transient
+    /// [`CommandError::Store`] error of the append itself.
+    pub async fn execute<C>(
+        &self,
+        stream: &StreamId,
+        command: &C,
+        context: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        A: Decide<C>,
+        C: Sync,
+    {
+        let cached = self.cache().take(stream);
+        let mut events_read = 0;
+        // Whether the state is known to include every event stored when it
+        // was last read.
+        let verified_from_start = cached.is_none() || !self.options.trust_cache;
+        let (mut state, mut version) = if let Some(entry) = cached {
+            entry
+        } else {
+            let (state, snapshot) = self.load_snapshot(stream).await;
+            (state, snapshot.unwrap_or(0))
+        };
+        let mut verified = verified_from_start;
+        if verified {
+            events_read += self.catch_up(stream, &mut state, &mut version).await?;
+        }
+        let mut attempts = 0;
+        loop {
+            let decided = match state.decide(command) {
+                Ok(events) if !events.is_empty() => events,
+                other => {
+                    if !verified {
+                        verified = true;
+                        let read = self.catch_up(stream, &mut state, &mut version).await?;
+                        events_read += read;
+                        if read > 0 {
+                            continue;
+                        }
+                    }
+                    self.cache().put(stream, state, version);
+                    return match other {
+                        Ok(_) => Ok(CommandOutcome {
+                            stream_version: version,
+                            event_ids: Vec::new(),
+                            positions: Vec::new(),
+                            attempts: attempts + 1,
+                            events_read,
+                        }),
+                        Err(e) => Err(CommandError::Rejected(e)),
+                    };
+                }
+            };
+            attempts += 1;
+            let mut batch = Vec::with_capacity(decided.len());
+            for event in &decided {
+                batch.push(event.encode()?.with_metadata(context.metadata().clone()));
+            }
+            let event_ids = batch.iter().map(|e| e.event_id).collect();
+            match self
+                .store
+                .append(stream, ExpectedVersion::Exact(version), batch)
+                .await
+            {
+                Ok(result) => {
+                    for event in decided {
+                        state.apply(event);
+                    }
+                    let before = version;
+                    version = result.stream_version;
+                    if let Some(policy) = A::SNAPSHOT
+                        && version / policy.every.max(1) > before / policy.every.max(1)
+                    {
+                        self.save_snapshot(stream, &state, version, policy).await;
+                    }
+                    self.cache().put(stream, state, version);
+                    return Ok(CommandOutcome {
+                        stream_version: version,
+                        event_ids,
+                        positions: result.positions,
+                        attempts,
+                        events_read,
+                    });
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) if attempts <= self.options.max_retries => {
+                    verified = true;
+                    events_read += self.catch_up(stream, &mut state, &mut version).await?;
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => {
+                    return Err(CommandError::Conflict {
+                        stream: stream.clone(),
+                        attempts,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Recent aggregate states with the stream version each includes, evicting
+/// the least recently stored first.
+struct StateCache<A> {
+    capacity: usize,
+    entries: HashMap<StreamId, CacheEntry<A>>,
+    /// Stream of each entry by the tick it was stored at: the first is the
+    /// oldest.
+    order: BTreeMap<u64, StreamId>,
+    tick: u64,
+}
+
+struct CacheEntry<A> {
+    state: A,
+    version: u64,
+    tick: u64,
+}
+
+impl<A> StateCache<A> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+        }
+    }
+
+    /// Removes and returns the state of `stream`; a command works on it and
+    /// puts it back, so concurrent commands on one stream never share it.
+    fn take(&mut self, stream: &StreamId) -> Option<(A, u64)> {
+        let entry = self.entries.remove(stream)?;
+        self.order.remove(&entry.tick);
+        Some((entry.state, entry.version))
+    }
+
+    fn put(&mut self, stream: &StreamId, state: A, version: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Some(existing) = self.entries.get(stream) {
+            // A concurrent command of this repository stored a newer state.
+            if existing.version >= version {
+                return;
+            }
+            self.order.remove(&existing.tick);
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, stream.clone());
+        self.entries.insert(
+            stream.clone(),
+            CacheEntry {
+                state,
+                version,
+                tick: self.tick,
+            },
+        );
+        while self.entries.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> StreamId {
+        StreamId::from_parts("T", n).unwrap()
+    }
+
+    #[test]
+    fn cache_evicts_the_oldest_entry() {
+        let mut cache = StateCache::new(2);
+        cache.put(&id(1), "a", 1);
+        cache.put(&id(2), "b", 1);
+        cache.put(&id(1), "a2", 2);
+        cache.put(&id(3), "c", 1);
+        assert!(cache.take(&id(2)).is_none(), "2 was stored least recently");
+        assert_eq!(cache.take(&id(1)), Some(("a2", 2)));
+        assert_eq!(cache.take(&id(3)), Some(("c", 1)));
+    }
+
+    #[test]
+    fn cache_keeps_the_newer_state() {
+        let mut cache = StateCache::new(2);
+        cache.put(&id(1), "new", 5);
+        cache.put(&id(1), "old", 3);
+        assert_eq!(cache.take(&id(1)), Some(("new", 5)));
+        assert!(cache.take(&id(1)).is_none());
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let mut cache = StateCache::new(0);
+        cache.put(&id(1), "a", 1);
+        assert!(cache.take(&id(1)).is_none());
+    }
+}

@@ -1,0 +1,459 @@
+//! Turning a valid model into code. Nothing here reports user errors: the
+//! model was checked by `validate`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned as _;
+use syn::{DeriveInput, Ident, Type};
+
+use crate::errors::Errors;
+use crate::parse::{self, AggregateStruct, EventEnum, EventVariant, Step};
+use crate::validate;
+
+/// `#[derive(Event)]`: the code, or every user error as `compile_error!`.
+pub(crate) fn event(input: TokenStream) -> TokenStream {
+    derive_event(input).unwrap_or_else(syn::Error::into_compile_error)
+}
+
+/// `#[derive(Aggregate)]`: the code, or every user error as
+/// `compile_error!`.
+pub(crate) fn aggregate(input: TokenStream) -> TokenStream {
+    derive_aggregate(input).unwrap_or_else(syn::Error::into_compile_error)
+}
+
+fn derive_event(input: TokenStream) -> syn::Result<TokenStream> {
+    let input: DeriveInput = syn::parse2(input)?;
+    let mut errors = Errors::default();
+    let model = parse::event_enum(&input, &mut errors);
+    if let Some(model) = &model {
+        validate::event_enum(model, &mut errors);
+    }
+    errors.finish()?;
+    Ok(model.map(|model| expand_event(&model)).unwrap_or_default())
+}
+
+fn derive_aggregate(input: TokenStream) -> syn::Result<TokenStream> {
+    let input: DeriveInput = syn::parse2(input)?;
+    let mut errors = Errors::default();
+    let model = parse::aggregate_struct(&input, &mut errors);
+    if let Some(model) = &model {
+        validate::aggregate_struct(model, &mut errors);
+    }
+    errors.finish()?;
+    Ok(model
+        .map(|model| expand_aggregate(&model))
+        .unwrap_or_default())
+}
+
+fn expand_event(model: &EventEnum) -> TokenStream {
+    let EventEnum {
+        ident,
+        krate,
+        variants,
+    } = model;
+    let private = quote!(#krate::__private);
+    let (recorded, payload_var, target) = (local("recorded"), local("payload"), local("target"));
+    let names = variants.iter().map(|v| v.name.value.as_str());
+    let aliases = variants
+        .iter()
+        .flat_map(|v| v.aliases.iter().map(|a| a.value.as_str()));
+    let event_type_arms = variants.iter().map(|v| {
+        let (variant, name) = (&v.ident, &v.name.value);
+        quote!(Self::#variant(..) => #name)
+    });
+    let version_arms = variants.iter().map(|v| {
+        let (variant, version) = (&v.ident, v.version.value);
+        quote!(Self::#variant(..) => #version)
+    });
+    let to_data_arms = variants.iter().map(|v| {
+        let variant = &v.ident;
+        let to_json = quote_spanned!(v.payload.span()=> #private::to_json(#payload_var));
+        quote!(Self::#variant(ref #payload_var) => #to_json)
+    });
+    let decode_arms = variants.iter().map(|v| decode_arm(v, krate));
+    let handler_bounds = variants.iter().map(|v| {
+        let payload = &v.payload;
+        quote_spanned!(payload.span()=> #krate::On<#payload>)
+    });
+    let dispatch_arms = variants.iter().map(|v| {
+        let (variant, payload) = (&v.ident, &v.payload);
+        quote!(Self::#variant(#payload_var) => <__Aggregate as #krate::On<#payload>>::on(#target, #payload_var))
+    });
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #krate::Event for #ident {
+                const EVENT_TYPES: &'static [&'static str] = &[#(#names,)* #(#aliases,)*];
+
+                fn event_type(&self) -> &'static str {
+                    match *self {
+                        #(#event_type_arms,)*
+                    }
+                }
+
+                fn schema_version(&self) -> u32 {
+                    match *self {
+                        #(#version_arms,)*
+                    }
+                }
+
+                fn to_data(
+                    &self,
+                ) -> ::core::result::Result<#private::Value, #private::serde_json::Error> {
+                    match *self {
+                        #(#to_data_arms,)*
+                    }
+                }
+
+                fn decode(
+                    #recorded: &#krate::RecordedEvent,
+                ) -> ::core::result::Result<Self, #krate::DecodeError> {
+                    match #recorded.event_type.as_str() {
+                        #(#decode_arms)*
+                        _ => ::core::result::Result::Err(#private::unknown_event_type(#recorded)),
+                    }
+                }
+            }
+
+            #[automatically_derived]
+            impl<__Aggregate> #private::Dispatch<__Aggregate> for #ident
+            where
+                __Aggregate: #(#handler_bounds)+*,
+            {
+                fn dispatch(self, #target: &mut __Aggregate) {
+                    match self {
+                        #(#dispatch_arms,)*
+                    }
+                }
+            }
+        };
+    }
+}
+
+/// The decoding of one event type: each stored schema version runs the
+/// upcast steps from it to the current version.
+fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let (recorded, data_var, value) = (local("recorded"), local("data"), local("value"));
+    let EventVariant {
+        ident,
+        payload,
+        name,
+        aliases,
+        version,
+        upcasts,
+    } = variant;
+    let current = version.value;
+    let patterns = std::iter::once(name.value.as_str()).chain(aliases.iter().map(|a| a.value.as_str()));
+    let read_current = quote_spanned!(payload.span()=> #private::payload::<#payload>);
+    let older = (1..current).map(|from| {
+        let mut body = TokenStream::new();
+        // The data as it stands: borrowed from the record until a JSON step
+        // produces a new value.
+        let mut data = quote!(&#recorded.data);
+        let mut typed: Option<&Type> = None;
+        for step_version in from..current {
+            let Some(upcast) = upcasts.iter().find(|u| u.from.value == step_version) else {
+                continue;
+            };
+            match (&upcast.step, typed) {
+                (Step::Json(function), None) => {
+                    let input = if step_version == from {
+                        quote!(::core::clone::Clone::clone(&#recorded.data))
+                    } else {
+                        quote!(#data_var)
+                    };
+                    body.extend(quote! {
+                        let #data_var = #private::upcast_json(#recorded, #step_version, #function, #input)?;
+                    });
+                    data = quote!(&#data_var);
+                }
+                (Step::Typed(older), None) => {
+                    let read = quote_spanned!(older.span()=> #private::payload::<#older>);
+                    body.extend(quote! {
+                        let #value: #older = #read(#recorded, #data)?;
+                    });
+                    typed = Some(older);
+                }
+                (Step::Typed(next), Some(previous)) => {
+                    body.extend(convert(previous, next, &value));
+                    typed = Some(next);
+                }
+                // Ruled out by validation: a JSON step after a typed one.
+                (Step::Json(_), Some(_)) => {}
+            }
+        }
+        let result = match typed {
+            Some(previous) => {
+                let conversion = convert(previous, payload, &value);
+                quote! {
+                    #conversion
+                    ::core::result::Result::Ok(Self::#ident(#value))
+                }
+            }
+            None => quote!(#read_current(#recorded, #data).map(Self::#ident)),
+        };
+        quote! {
+            #from => {
+                #body
+                #result
+            }
+        }
+    });
+    quote! {
+        #(#patterns)|* => match #recorded.schema_version {
+            #current => #read_current(#recorded, &#recorded.data).map(Self::#ident),
+            #(#older)*
+            _ => ::core::result::Result::Err(#private::unsupported_version(#recorded, #current)),
+        },
+    }
+}
+
+/// A local name of the generated code, invisible to the user's tokens
+/// (paths in attributes), so that they cannot clash.
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// `let value: Next = From::from(value);`, spanned on the older type so that
+/// a missing `From` points at it.
+fn convert(previous: &Type, next: &Type, value: &Ident) -> TokenStream {
+    let from = quote_spanned!(previous.span()=> <#next as ::core::convert::From<#previous>>::from);
+    quote! {
+        let #value: #next = #from(#value);
+    }
+}
+
+fn expand_aggregate(model: &AggregateStruct) -> TokenStream {
+    let AggregateStruct {
+        ident,
+        krate,
+        category,
+        event,
+        snapshot,
+    } = model;
+    let private = quote!(#krate::__private);
+    let category = &category.value;
+    let event_span = event.span();
+    let event_var = local("event");
+    let event_type = quote_spanned!(event_span=> type Event = #event;);
+    let dispatch = quote_spanned!(event_span=> <#event as #private::Dispatch<Self>>::dispatch);
+    let snapshot = snapshot.as_ref().map(|settings| {
+        let (every, version) = (settings.every.value, settings.version.value);
+        let span: Span = settings.span;
+        let to_json = quote_spanned!(span=> #private::to_json(self));
+        let data = local("data");
+        let from_json = quote_spanned!(span=> #private::from_json(#data));
+        quote! {
+            const SNAPSHOT: ::core::option::Option<#krate::SnapshotPolicy> =
+                ::core::option::Option::Some(#krate::SnapshotPolicy { every: #every, version: #version });
+
+            fn to_snapshot(
+                &self,
+            ) -> ::core::result::Result<#private::Value, #private::serde_json::Error> {
+                #to_json
+            }
+
+            fn from_snapshot(
+                #data: &#private::Value,
+            ) -> ::core::result::Result<Self, #private::serde_json::Error> {
+                #from_json
+            }
+        }
+    });
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #krate::Aggregate for #ident {
+                #event_type
+
+                const CATEGORY: &'static str = #category;
+
+                #snapshot
+
+                fn apply(&mut self, #event_var: <Self as #krate::Aggregate>::Event) {
+                    #dispatch(#event_var, self);
+                }
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    /// The expansion, formatted; fails the test on a user error.
+    fn pretty(derive: fn(TokenStream) -> TokenStream, input: TokenStream) -> String {
+        let output = derive(input);
+        let file: syn::File = syn::parse2(output.clone())
+            .unwrap_or_else(|e| panic!("the expansion does not parse ({e}):\n{output}"));
+        prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn event_plain() {
+        insta::assert_snapshot!(pretty(
+            super::event,
+            quote! {
+                enum AccountEvent {
+                    Opened(Opened),
+                    Deposited(Deposited),
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn event_names_aliases_and_upcasts() {
+        insta::assert_snapshot!(pretty(
+            super::event,
+            quote! {
+                enum OrderEvent {
+                    #[es(name = "OrderPlaced", alias = "OrderCreated", alias = "PurchaseMade")]
+                    #[es(version = 4, upcast(from = 1, with = upcasts::placed_v1))]
+                    #[es(upcast(from = 2, type = PlacedV2), upcast(from = 3, type = PlacedV3))]
+                    Placed(OrderPlaced),
+                    #[es(version = 2, upcast(from = 1, with = upcasts::shipped_v1))]
+                    Shipped(OrderShipped),
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn event_empty_enum() {
+        insta::assert_snapshot!(pretty(super::event, quote!(enum Nothing {})));
+    }
+
+    #[test]
+    fn event_custom_crate_path() {
+        insta::assert_snapshot!(pretty(
+            super::event,
+            quote! {
+                #[es(crate = "::my_app::es")]
+                enum AccountEvent {
+                    #[es(version = 2, upcast(from = 1, type = OpenedV1))]
+                    Opened(Opened),
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn aggregate_plain() {
+        insta::assert_snapshot!(pretty(
+            super::aggregate,
+            quote! {
+                #[es(event = AccountEvent)]
+                struct Account {
+                    balance: u64,
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn aggregate_with_snapshots() {
+        insta::assert_snapshot!(pretty(
+            super::aggregate,
+            quote! {
+                #[es(category = "Order", event = crate::events::OrderEvent, snapshot(every = 100, version = 2))]
+                struct Order {
+                    lines: Vec<u64>,
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn aggregate_custom_crate_path() {
+        insta::assert_snapshot!(pretty(
+            super::aggregate,
+            quote! {
+                #[es(crate = "my_app::es", category = "Account", event = AccountEvent)]
+                #[es(snapshot(every = 50))]
+                struct Account;
+            }
+        ));
+    }
+
+    #[test]
+    fn user_errors_are_collected() {
+        let output = super::event(quote! {
+            enum E {
+                #[es(versoin = 2, name = "A", name = "B")]
+                A(A),
+                #[es(version = 0)]
+                B(B),
+                C { x: u8 },
+            }
+        })
+        .to_string();
+        for message in [
+            "unknown es attribute `versoin`",
+            "repeated es attribute `name`",
+            "schema versions start at 1",
+            "event variant `C` must wrap exactly one payload type",
+        ] {
+            assert!(output.contains(message), "missing {message:?} in {output}");
+        }
+    }
+
+    /// Malformed inputs give errors, never a panic.
+    #[test]
+    fn malformed_inputs_do_not_panic() {
+        let inputs = [
+            quote!(),
+            quote!(enum),
+            quote!(struct S;),
+            quote!(union U { a: u8 }),
+            quote!(enum E<T> { A(T) }),
+            quote!(enum E { #[es] A(A) }),
+            quote!(enum E { #[es = "x"] A(A) }),
+            quote!(enum E { #[es(name)] A(A) }),
+            quote!(enum E { #[es(name = 1)] A(A) }),
+            quote!(enum E { #[es(version = "1")] A(A) }),
+            quote!(enum E { #[es(version = -1)] A(A) }),
+            quote!(enum E { #[es(version = 99999999999)] A(A) }),
+            quote!(enum E { #[es(version = 4294967295)] A(A) }),
+            quote!(enum E { #[es(upcast)] A(A) }),
+            quote!(enum E { #[es(upcast())] A(A) }),
+            quote!(enum E { #[es(upcast(from = 1))] A(A) }),
+            quote!(enum E { #[es(upcast(from = 1, with = f, type = T))] A(A) }),
+            quote!(enum E { #[es(version = 3, upcast(from = 1, type = T), upcast(from = 2, with = f))] A(A) }),
+            quote!(enum E { #[es(unknown(a, b = 1), name = "")] A(A) }),
+            quote!(enum E { #[es(name = "\u{0}")] A(A), B(A) }),
+            quote!(#[es(crate = "not a path")] enum E {}),
+            quote!(#[es(crate)] enum E {}),
+            quote!(enum E { A, B(u8, u8), C {} }),
+        ];
+        for input in inputs {
+            let text = input.to_string();
+            let output = super::event(input);
+            assert!(
+                text.is_empty() || output.to_string().contains("compile_error"),
+                "no error for {text}"
+            );
+        }
+        let aggregates = [
+            quote!(struct S;),
+            quote!(enum E {}),
+            quote!(#[es(event)] struct S;),
+            quote!(#[es(event = E, snapshot)] struct S;),
+            quote!(#[es(event = E, snapshot())] struct S;),
+            quote!(#[es(event = E, snapshot(every = 0, version = 0))] struct S;),
+            quote!(#[es(event = E, snapshot(every = 1), snapshot(every = 2))] struct S;),
+            quote!(#[es(event = E, category = "a-b")] struct S;),
+            quote!(#[es(event = E, category = "")] struct S<T>(T);),
+        ];
+        for input in aggregates {
+            let text = input.to_string();
+            assert!(
+                super::aggregate(input).to_string().contains("compile_error"),
+                "no error for {text}"
+            );
+        }
+    }
+}

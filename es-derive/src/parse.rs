@@ -1,0 +1,428 @@
+//! Reading a derive's input and its `#[es(...)]` attributes into a model
+//! that keeps the original tokens for spans.
+
+use proc_macro2::Span;
+use quote::ToTokens;
+use syn::meta::ParseNestedMeta;
+use syn::{Attribute, Data, DeriveInput, Fields, Ident, LitInt, LitStr, Path, Type};
+
+use crate::errors::Errors;
+
+/// A text setting and where it was written.
+pub(crate) struct Spanned<T> {
+    pub(crate) value: T,
+    pub(crate) span: Span,
+}
+
+/// `#[derive(Event)]` on an enum.
+pub(crate) struct EventEnum {
+    pub(crate) ident: Ident,
+    pub(crate) krate: Path,
+    pub(crate) variants: Vec<EventVariant>,
+}
+
+/// One variant: one event type.
+pub(crate) struct EventVariant {
+    pub(crate) ident: Ident,
+    pub(crate) payload: Type,
+    /// The stored name: `name = "..."` or the variant's name.
+    pub(crate) name: Spanned<String>,
+    pub(crate) aliases: Vec<Spanned<String>>,
+    /// The current schema version: `version = N`, default 1.
+    pub(crate) version: Spanned<u32>,
+    pub(crate) upcasts: Vec<Upcast>,
+}
+
+/// `upcast(from = N, with = path)` or `upcast(from = N, type = Type)`.
+pub(crate) struct Upcast {
+    pub(crate) from: Spanned<u32>,
+    pub(crate) step: Step,
+}
+
+/// How one upcast step goes from its version to the next.
+pub(crate) enum Step {
+    /// A function from `serde_json::Value` to `Result<Value, E>`.
+    Json(Path),
+    /// The payload type of the older version, with `From` into the next.
+    Typed(Type),
+}
+
+/// `#[derive(Aggregate)]` on a struct.
+pub(crate) struct AggregateStruct {
+    pub(crate) ident: Ident,
+    pub(crate) krate: Path,
+    pub(crate) category: Spanned<String>,
+    pub(crate) event: Type,
+    pub(crate) snapshot: Option<SnapshotSettings>,
+}
+
+/// `snapshot(every = N, version = V)`.
+pub(crate) struct SnapshotSettings {
+    /// The `snapshot` keyword, for errors about the state's serde bounds.
+    pub(crate) span: Span,
+    pub(crate) every: Spanned<u64>,
+    pub(crate) version: Spanned<u32>,
+}
+
+/// Reads `#[derive(Event)]`'s input. Errors are collected in `errors`; the
+/// model is returned as far as it could be read.
+pub(crate) fn event_enum(input: &DeriveInput, errors: &mut Errors) -> Option<EventEnum> {
+    let mut krate = None;
+    for_each_setting(&input.attrs, errors, |meta, errors| {
+        if meta.path.is_ident("crate") {
+            let path = parse_crate_path(&meta)?;
+            set_once(&mut krate, path, &meta, errors);
+            Ok(())
+        } else {
+            unknown_key(meta, errors)
+        }
+    });
+    reject_generics(input, "event enums", errors);
+    let data = match &input.data {
+        Data::Enum(data) => data,
+        Data::Struct(data) => {
+            errors.push(syn::Error::new_spanned(
+                data.struct_token,
+                "`Event` can only be derived for enums: each variant is one event type",
+            ));
+            return None;
+        }
+        Data::Union(data) => {
+            errors.push(syn::Error::new_spanned(
+                data.union_token,
+                "`Event` can only be derived for enums: each variant is one event type",
+            ));
+            return None;
+        }
+    };
+    let variants = data
+        .variants
+        .iter()
+        .filter_map(|variant| event_variant(variant, errors))
+        .collect();
+    Some(EventEnum {
+        ident: input.ident.clone(),
+        krate: krate.unwrap_or_else(default_crate),
+        variants,
+    })
+}
+
+fn event_variant(variant: &syn::Variant, errors: &mut Errors) -> Option<EventVariant> {
+    let mut name = None;
+    let mut aliases = Vec::new();
+    let mut version = None;
+    let mut upcasts = Vec::new();
+    for_each_setting(&variant.attrs, errors, |meta, errors| {
+        if meta.path.is_ident("name") {
+            let lit: LitStr = meta.value()?.parse()?;
+            set_once(&mut name, spanned_str(&lit), &meta, errors);
+        } else if meta.path.is_ident("alias") {
+            // Repeatable: a type renamed twice has two old names.
+            let lit: LitStr = meta.value()?.parse()?;
+            aliases.push(spanned_str(&lit));
+        } else if meta.path.is_ident("version") {
+            let lit: LitInt = meta.value()?.parse()?;
+            let value = spanned_int(&lit)?;
+            set_once(&mut version, value, &meta, errors);
+        } else if meta.path.is_ident("upcast") {
+            if let Some(upcast) = parse_upcast(&meta, errors)? {
+                upcasts.push(upcast);
+            }
+        } else {
+            unknown_key(meta, errors)?;
+        }
+        Ok(())
+    });
+    let payload = match &variant.fields {
+        Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+            fields.unnamed.first().map(|field| field.ty.clone())
+        }
+        Fields::Unit => {
+            errors.push(syn::Error::new_spanned(
+                &variant.ident,
+                format!(
+                    "event variant `{0}` must wrap one payload type, as in `{0}({0})`",
+                    variant.ident
+                ),
+            ));
+            None
+        }
+        fields => {
+            errors.push(syn::Error::new_spanned(
+                fields,
+                format!(
+                    "event variant `{0}` must wrap exactly one payload type, as in `{0}({0})`",
+                    variant.ident
+                ),
+            ));
+            None
+        }
+    }?;
+    Some(EventVariant {
+        ident: variant.ident.clone(),
+        payload,
+        name: name.unwrap_or_else(|| Spanned {
+            value: variant.ident.to_string(),
+            span: variant.ident.span(),
+        }),
+        aliases,
+        version: version.unwrap_or(Spanned {
+            value: 1,
+            span: variant.ident.span(),
+        }),
+        upcasts,
+    })
+}
+
+fn parse_upcast(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<Upcast>> {
+    let mut from = None;
+    let mut step: Option<Spanned<Step>> = None;
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident("from") {
+            let lit: LitInt = inner.value()?.parse()?;
+            let value = spanned_int(&lit)?;
+            set_once(&mut from, value, &inner, errors);
+        } else if inner.path.is_ident("with") || inner.path.is_ident("type") {
+            let parsed = if inner.path.is_ident("with") {
+                Step::Json(inner.value()?.parse()?)
+            } else {
+                Step::Typed(inner.value()?.parse()?)
+            };
+            if step.is_some() {
+                errors.push(syn::Error::new(
+                    path_span(&inner.path),
+                    "an upcast has one step: either `with = function` or `type = OlderPayload`",
+                ));
+            } else {
+                step = Some(Spanned {
+                    value: parsed,
+                    span: path_span(&inner.path),
+                });
+            }
+        } else {
+            unknown_key(inner, errors)?;
+        }
+        Ok(())
+    })?;
+    let keyword = path_span(&meta.path);
+    let Some(from) = from else {
+        errors.push(syn::Error::new(
+            keyword,
+            "`upcast` needs `from = N`, the schema version it upcasts from",
+        ));
+        return Ok(None);
+    };
+    let Some(step) = step else {
+        errors.push(syn::Error::new(
+            keyword,
+            "`upcast` needs `with = function` (a JSON upcast) or `type = OlderPayload` (a typed one)",
+        ));
+        return Ok(None);
+    };
+    Ok(Some(Upcast {
+        from,
+        step: step.value,
+    }))
+}
+
+/// Reads `#[derive(Aggregate)]`'s input.
+pub(crate) fn aggregate_struct(
+    input: &DeriveInput,
+    errors: &mut Errors,
+) -> Option<AggregateStruct> {
+    let mut krate = None;
+    let mut category = None;
+    let mut event = None;
+    let mut snapshot = None;
+    for_each_setting(&input.attrs, errors, |meta, errors| {
+        if meta.path.is_ident("crate") {
+            let path = parse_crate_path(&meta)?;
+            set_once(&mut krate, path, &meta, errors);
+        } else if meta.path.is_ident("category") {
+            let lit: LitStr = meta.value()?.parse()?;
+            set_once(&mut category, spanned_str(&lit), &meta, errors);
+        } else if meta.path.is_ident("event") {
+            let ty: Type = meta.value()?.parse()?;
+            set_once(&mut event, ty, &meta, errors);
+        } else if meta.path.is_ident("snapshot") {
+            if let Some(settings) = parse_snapshot(&meta, errors)? {
+                set_once(&mut snapshot, settings, &meta, errors);
+            }
+        } else {
+            unknown_key(meta, errors)?;
+        }
+        Ok(())
+    });
+    reject_generics(input, "aggregates", errors);
+    match &input.data {
+        Data::Struct(_) => {}
+        Data::Enum(data) => {
+            errors.push(syn::Error::new_spanned(
+                data.enum_token,
+                "`Aggregate` can only be derived for structs",
+            ));
+            return None;
+        }
+        Data::Union(data) => {
+            errors.push(syn::Error::new_spanned(
+                data.union_token,
+                "`Aggregate` can only be derived for structs",
+            ));
+            return None;
+        }
+    }
+    let Some(event) = event else {
+        errors.push(syn::Error::new_spanned(
+            &input.ident,
+            "missing `#[es(event = ...)]`: the aggregate's event enum",
+        ));
+        return None;
+    };
+    Some(AggregateStruct {
+        ident: input.ident.clone(),
+        krate: krate.unwrap_or_else(default_crate),
+        category: category.unwrap_or_else(|| Spanned {
+            value: input.ident.to_string(),
+            span: input.ident.span(),
+        }),
+        event,
+        snapshot,
+    })
+}
+
+fn parse_snapshot(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<SnapshotSettings>> {
+    let mut every = None;
+    let mut version = None;
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident("every") {
+            let lit: LitInt = inner.value()?.parse()?;
+            let value = spanned_int(&lit)?;
+            set_once(&mut every, value, &inner, errors);
+        } else if inner.path.is_ident("version") {
+            let lit: LitInt = inner.value()?.parse()?;
+            let value = spanned_int(&lit)?;
+            set_once(&mut version, value, &inner, errors);
+        } else {
+            unknown_key(inner, errors)?;
+        }
+        Ok(())
+    })?;
+    let span = path_span(&meta.path);
+    let Some(every) = every else {
+        errors.push(syn::Error::new(
+            span,
+            "`snapshot` needs `every = N`: a snapshot is taken every N events",
+        ));
+        return Ok(None);
+    };
+    Ok(Some(SnapshotSettings {
+        span,
+        every,
+        version: version.unwrap_or(Spanned { value: 1, span }),
+    }))
+}
+
+/// Runs `f` on each key of each `#[es(...)]` attribute, collecting errors.
+fn for_each_setting(
+    attrs: &[Attribute],
+    errors: &mut Errors,
+    mut f: impl FnMut(ParseNestedMeta<'_>, &mut Errors) -> syn::Result<()>,
+) {
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("es")) {
+        let mut found = Errors::default();
+        let parsed = attr.parse_nested_meta(|meta| f(meta, &mut found));
+        errors.record(found.finish());
+        errors.record(parsed);
+    }
+}
+
+/// Records `value` in `slot`, or an error if the key was already given.
+fn set_once<T>(slot: &mut Option<T>, value: T, meta: &ParseNestedMeta<'_>, errors: &mut Errors) {
+    if slot.is_some() {
+        errors.push(syn::Error::new(
+            path_span(&meta.path),
+            format!("repeated es attribute `{}`", path_text(&meta.path)),
+        ));
+    } else {
+        *slot = Some(value);
+    }
+}
+
+/// Records an unknown key and skips its value, so the keys after it are
+/// still checked.
+fn unknown_key(meta: ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<()> {
+    errors.push(syn::Error::new(
+        path_span(&meta.path),
+        format!("unknown es attribute `{}`", path_text(&meta.path)),
+    ));
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<syn::Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            // Skip nested values without judging them.
+            if inner.input.peek(syn::Token![=]) {
+                inner.value()?.parse::<syn::Expr>()?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn reject_generics(input: &DeriveInput, what: &str, errors: &mut Errors) {
+    if !input.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &input.generics,
+            format!("{what} cannot be generic"),
+        ));
+    }
+}
+
+fn parse_crate_path(meta: &ParseNestedMeta<'_>) -> syn::Result<Path> {
+    let lit: LitStr = meta.value()?.parse()?;
+    lit.parse::<Path>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!("`{}` is not a path to the es-core crate", lit.value()),
+        )
+    })
+}
+
+fn default_crate() -> Path {
+    syn::parse_quote!(::es_core)
+}
+
+fn spanned_str(lit: &LitStr) -> Spanned<String> {
+    Spanned {
+        value: lit.value(),
+        span: lit.span(),
+    }
+}
+
+fn spanned_int<N>(lit: &LitInt) -> syn::Result<Spanned<N>>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    Ok(Spanned {
+        value: lit.base10_parse()?,
+        span: lit.span(),
+    })
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_token_stream().to_string().replace(' ', "")
+}
+
+/// The span of a whole path (its first token when spans cannot be joined).
+fn path_span(path: &Path) -> Span {
+    let mut tokens = path.to_token_stream().into_iter();
+    let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+    tokens
+        .last()
+        .and_then(|last| first.join(last.span()))
+        .unwrap_or(first)
+}
