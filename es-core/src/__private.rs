@@ -15,6 +15,11 @@ pub use crate::aggregate::SnapshotPolicy;
 pub use crate::{Aggregate, Event, On, RecordedEvent as Recorded};
 
 /// Dispatches each variant of an event enum to `A`'s handler for its payload.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot hand its events to `{A}`",
+    label = "not an event enum with a handler in `{A}` for each variant",
+    note = "derive `es_core::Event` for `{Self}` and implement `es_core::On<Payload>` for `{A}`"
+)]
 pub trait Dispatch<A> {
     /// Hands the payload to `target`'s handler.
     fn dispatch(self, target: &mut A);

@@ -146,7 +146,11 @@ impl CommandContext {
 
     /// Adds an application-defined field.
     #[must_use]
-    pub fn with_custom(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+    pub fn with_custom(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
         self.metadata = self.metadata.with_custom(key, value);
         self
     }
@@ -415,7 +419,13 @@ where
         Ok(read)
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, state: &A, version: u64, policy: SnapshotPolicy) {
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        state: &A,
+        version: u64,
+        policy: SnapshotPolicy,
+    ) {
         let data = match state.to_snapshot() {
             Ok(data) => data,
             Err(error) => {
@@ -525,7 +535,9 @@ where
                         events_read,
                     });
                 }
-                Err(StoreError::WrongExpectedVersion { .. }) if attempts <= self.options.max_retries => {
+                Err(StoreError::WrongExpectedVersion { .. })
+                    if attempts <= self.options.max_retries =>
+                {
                     verified = true;
                     events_read += self.catch_up(stream, &mut state, &mut version).await?;
                 }

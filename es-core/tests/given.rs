@@ -78,7 +78,9 @@ fn then_checks_the_decided_events_and_returns_the_state() {
 
 #[test]
 fn then_error_checks_the_refusal() {
-    given::<Cart>([]).when(&CheckOut).then_error(&CartError::Empty);
+    given::<Cart>([])
+        .when(&CheckOut)
+        .then_error(&CartError::Empty);
     given::<Cart>([added("tea"), CartEvent::CheckedOut(CheckedOut {})])
         .when(&CheckOut)
         .then_error_matches(|e| *e == CartError::AlreadyCheckedOut);
@@ -87,7 +89,9 @@ fn then_error_checks_the_refusal() {
 #[test]
 #[should_panic(expected = "the command decided other events")]
 fn then_fails_on_other_events() {
-    given::<Cart>([added("tea")]).when(&CheckOut).then([added("tea")]);
+    given::<Cart>([added("tea")])
+        .when(&CheckOut)
+        .then([added("tea")]);
 }
 
 #[test]

@@ -96,7 +96,9 @@ impl Decide<Deposit> for Account {
         if self.owner.is_none() {
             return Err(AccountError::NotOpen);
         }
-        Ok(vec![AccountEvent::Deposited(Deposited { cents: command.0 })])
+        Ok(vec![AccountEvent::Deposited(Deposited {
+            cents: command.0,
+        })])
     }
 }
 
@@ -109,7 +111,9 @@ impl Decide<Withdraw> for Account {
                 balance: self.balance,
             });
         }
-        Ok(vec![AccountEvent::Withdrawn(Withdrawn { cents: command.0 })])
+        Ok(vec![AccountEvent::Withdrawn(Withdrawn {
+            cents: command.0,
+        })])
     }
 }
 
@@ -131,7 +135,9 @@ impl EventStore for Observed {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         if self.interfere.load(Ordering::SeqCst) {
-            let other = AccountEvent::Deposited(Deposited { cents: 1 }).encode().unwrap();
+            let other = AccountEvent::Deposited(Deposited { cents: 1 })
+                .encode()
+                .unwrap();
             self.inner
                 .append(stream, ExpectedVersion::Any, vec![other])
                 .await?;
@@ -190,7 +196,11 @@ fn run<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-async fn open_with(repo: &Repository<Account, impl EventStore + SnapshotStore>, id: &StreamId, cents: u64) {
+async fn open_with(
+    repo: &Repository<Account, impl EventStore + SnapshotStore>,
+    id: &StreamId,
+    cents: u64,
+) {
     let context = CommandContext::new();
     repo.execute(id, &Open("ada"), &context).await.unwrap();
     repo.execute(id, &Deposit(cents), &context).await.unwrap();

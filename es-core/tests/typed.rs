@@ -2,9 +2,7 @@
 //! the upcast chain.
 
 use chrono::Utc;
-use es_core::{
-    DecodeError, DecodeErrorKind, Event, NewEvent, Position, RecordedEvent, StreamId,
-};
+use es_core::{DecodeError, DecodeErrorKind, Event, NewEvent, Position, RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -129,8 +127,16 @@ fn version_1_json_runs_the_whole_chain() {
 
 #[test]
 fn each_older_version_starts_the_chain_at_its_step() {
-    let v2 = recorded("OrderPlaced", 2, json!({ "customer": "c-1", "total": 12.5 }));
-    let v3 = recorded("OrderPlaced", 3, json!({ "customer": "c-1", "total_cents": 1250 }));
+    let v2 = recorded(
+        "OrderPlaced",
+        2,
+        json!({ "customer": "c-1", "total": 12.5 }),
+    );
+    let v3 = recorded(
+        "OrderPlaced",
+        3,
+        json!({ "customer": "c-1", "total_cents": 1250 }),
+    );
     assert_eq!(OrderEvent::decode(&v2).unwrap(), placed());
     assert_eq!(OrderEvent::decode(&v3).unwrap(), placed());
 }
@@ -212,7 +218,10 @@ fn newer_or_zero_schema_version_is_unsupported() {
         let error = OrderEvent::decode(&stored).unwrap_err();
         assert_names_event(&error, "OrderPlaced", version);
         assert!(
-            matches!(error.kind, DecodeErrorKind::UnsupportedSchemaVersion { current: 4 }),
+            matches!(
+                error.kind,
+                DecodeErrorKind::UnsupportedSchemaVersion { current: 4 }
+            ),
             "{:?}",
             error.kind
         );

@@ -1,8 +1,8 @@
 //! Turning a valid model into code. Nothing here reports user errors: the
 //! model was checked by `validate`.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{DeriveInput, Ident, Type};
 
@@ -67,7 +67,8 @@ fn expand_event(model: &EventEnum) -> TokenStream {
     });
     let to_data_arms = variants.iter().map(|v| {
         let variant = &v.ident;
-        let to_json = quote_spanned!(v.payload.span()=> #private::to_json(#payload_var));
+        let payload = &v.payload;
+        let to_json = quote_spanned!(payload.span()=> #private::to_json::<#payload>(#payload_var));
         quote!(Self::#variant(ref #payload_var) => #to_json)
     });
     let decode_arms = variants.iter().map(|v| decode_arm(v, krate));
@@ -144,7 +145,8 @@ fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
         upcasts,
     } = variant;
     let current = version.value;
-    let patterns = std::iter::once(name.value.as_str()).chain(aliases.iter().map(|a| a.value.as_str()));
+    let patterns =
+        std::iter::once(name.value.as_str()).chain(aliases.iter().map(|a| a.value.as_str()));
     let read_current = quote_spanned!(payload.span()=> #private::payload::<#payload>);
     let older = (1..current).map(|from| {
         let mut body = TokenStream::new();
@@ -183,15 +185,14 @@ fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
                 (Step::Json(_), Some(_)) => {}
             }
         }
-        let result = match typed {
-            Some(previous) => {
-                let conversion = convert(previous, payload, &value);
-                quote! {
-                    #conversion
-                    ::core::result::Result::Ok(Self::#ident(#value))
-                }
+        let result = if let Some(previous) = typed {
+            let conversion = convert(previous, payload, &value);
+            quote! {
+                #conversion
+                ::core::result::Result::Ok(Self::#ident(#value))
             }
-            None => quote!(#read_current(#recorded, #data).map(Self::#ident)),
+        } else {
+            quote!(#read_current(#recorded, #data).map(Self::#ident))
         };
         quote! {
             #from => {
@@ -209,6 +210,24 @@ fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
     }
 }
 
+/// `tokens` with every span set to `span`, so that an error about them
+/// points there.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
+}
+
 /// A local name of the generated code, invisible to the user's tokens
 /// (paths in attributes), so that they cannot clash.
 fn local(name: &str) -> Ident {
@@ -218,7 +237,9 @@ fn local(name: &str) -> Ident {
 /// `let value: Next = From::from(value);`, spanned on the older type so that
 /// a missing `From` points at it.
 fn convert(previous: &Type, next: &Type, value: &Ident) -> TokenStream {
-    let from = quote_spanned!(previous.span()=> <#next as ::core::convert::From<#previous>>::from);
+    let span = previous.span();
+    let target = respan(next.to_token_stream(), span);
+    let from = quote_spanned!(span=> <#target as ::core::convert::From<#previous>>::from);
     quote! {
         let #value: #next = #from(#value);
     }
@@ -241,9 +262,9 @@ fn expand_aggregate(model: &AggregateStruct) -> TokenStream {
     let snapshot = snapshot.as_ref().map(|settings| {
         let (every, version) = (settings.every.value, settings.version.value);
         let span: Span = settings.span;
-        let to_json = quote_spanned!(span=> #private::to_json(self));
+        let to_json = quote_spanned!(span=> #private::to_json::<Self>(self));
         let data = local("data");
-        let from_json = quote_spanned!(span=> #private::from_json(#data));
+        let from_json = quote_spanned!(span=> #private::from_json::<Self>(#data));
         quote! {
             const SNAPSHOT: ::core::option::Option<#krate::SnapshotPolicy> =
                 ::core::option::Option::Some(#krate::SnapshotPolicy { every: #every, version: #version });
@@ -324,7 +345,12 @@ mod tests {
 
     #[test]
     fn event_empty_enum() {
-        insta::assert_snapshot!(pretty(super::event, quote!(enum Nothing {})));
+        insta::assert_snapshot!(pretty(
+            super::event,
+            quote!(
+                enum Nothing {}
+            )
+        ));
     }
 
     #[test]
@@ -407,27 +433,121 @@ mod tests {
         let inputs = [
             quote!(),
             quote!(enum),
-            quote!(struct S;),
+            quote!(
+                struct S;
+            ),
             quote!(union U { a: u8 }),
-            quote!(enum E<T> { A(T) }),
-            quote!(enum E { #[es] A(A) }),
-            quote!(enum E { #[es = "x"] A(A) }),
-            quote!(enum E { #[es(name)] A(A) }),
-            quote!(enum E { #[es(name = 1)] A(A) }),
-            quote!(enum E { #[es(version = "1")] A(A) }),
-            quote!(enum E { #[es(version = -1)] A(A) }),
-            quote!(enum E { #[es(version = 99999999999)] A(A) }),
-            quote!(enum E { #[es(version = 4294967295)] A(A) }),
-            quote!(enum E { #[es(upcast)] A(A) }),
-            quote!(enum E { #[es(upcast())] A(A) }),
-            quote!(enum E { #[es(upcast(from = 1))] A(A) }),
-            quote!(enum E { #[es(upcast(from = 1, with = f, type = T))] A(A) }),
-            quote!(enum E { #[es(version = 3, upcast(from = 1, type = T), upcast(from = 2, with = f))] A(A) }),
-            quote!(enum E { #[es(unknown(a, b = 1), name = "")] A(A) }),
-            quote!(enum E { #[es(name = "\u{0}")] A(A), B(A) }),
-            quote!(#[es(crate = "not a path")] enum E {}),
-            quote!(#[es(crate)] enum E {}),
-            quote!(enum E { A, B(u8, u8), C {} }),
+            quote!(
+                enum E<T> {
+                    A(T),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es = "x"]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(name)]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(name = 1)]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(version = "1")]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(version = -1)]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(version = 99999999999)]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(version = 4294967295)]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(upcast)]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(upcast())]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(upcast(from = 1))]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(upcast(from = 1, with = f, type = T))]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(version = 3, upcast(from = 1, type = T), upcast(from = 2, with = f))]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(unknown(a, b = 1), name = "")]
+                    A(A),
+                }
+            ),
+            quote!(
+                enum E {
+                    #[es(name = "\u{0}")]
+                    A(A),
+                    B(A),
+                }
+            ),
+            quote!(
+                #[es(crate = "not a path")]
+                enum E {}
+            ),
+            quote!(
+                #[es(crate)]
+                enum E {}
+            ),
+            quote!(
+                enum E {
+                    A,
+                    B(u8, u8),
+                    C {},
+                }
+            ),
         ];
         for input in inputs {
             let text = input.to_string();
@@ -438,20 +558,47 @@ mod tests {
             );
         }
         let aggregates = [
-            quote!(struct S;),
-            quote!(enum E {}),
-            quote!(#[es(event)] struct S;),
-            quote!(#[es(event = E, snapshot)] struct S;),
-            quote!(#[es(event = E, snapshot())] struct S;),
-            quote!(#[es(event = E, snapshot(every = 0, version = 0))] struct S;),
-            quote!(#[es(event = E, snapshot(every = 1), snapshot(every = 2))] struct S;),
-            quote!(#[es(event = E, category = "a-b")] struct S;),
-            quote!(#[es(event = E, category = "")] struct S<T>(T);),
+            quote!(
+                struct S;
+            ),
+            quote!(
+                enum E {}
+            ),
+            quote!(
+                #[es(event)]
+                struct S;
+            ),
+            quote!(
+                #[es(event = E, snapshot)]
+                struct S;
+            ),
+            quote!(
+                #[es(event = E, snapshot())]
+                struct S;
+            ),
+            quote!(
+                #[es(event = E, snapshot(every = 0, version = 0))]
+                struct S;
+            ),
+            quote!(
+                #[es(event = E, snapshot(every = 1), snapshot(every = 2))]
+                struct S;
+            ),
+            quote!(
+                #[es(event = E, category = "a-b")]
+                struct S;
+            ),
+            quote!(
+                #[es(event = E, category = "")]
+                struct S<T>(T);
+            ),
         ];
         for input in aggregates {
             let text = input.to_string();
             assert!(
-                super::aggregate(input).to_string().contains("compile_error"),
+                super::aggregate(input)
+                    .to_string()
+                    .contains("compile_error"),
                 "no error for {text}"
             );
         }

@@ -74,7 +74,7 @@ pub(crate) fn event_enum(input: &DeriveInput, errors: &mut Errors) -> Option<Eve
             set_once(&mut krate, path, &meta, errors);
             Ok(())
         } else {
-            unknown_key(meta, errors)
+            unknown_key(&meta, errors)
         }
     });
     reject_generics(input, "event enums", errors);
@@ -129,7 +129,7 @@ fn event_variant(variant: &syn::Variant, errors: &mut Errors) -> Option<EventVar
                 upcasts.push(upcast);
             }
         } else {
-            unknown_key(meta, errors)?;
+            unknown_key(&meta, errors)?;
         }
         Ok(())
     });
@@ -200,7 +200,7 @@ fn parse_upcast(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<
                 });
             }
         } else {
-            unknown_key(inner, errors)?;
+            unknown_key(&inner, errors)?;
         }
         Ok(())
     })?;
@@ -249,7 +249,7 @@ pub(crate) fn aggregate_struct(
                 set_once(&mut snapshot, settings, &meta, errors);
             }
         } else {
-            unknown_key(meta, errors)?;
+            unknown_key(&meta, errors)?;
         }
         Ok(())
     });
@@ -306,7 +306,7 @@ fn parse_snapshot(
             let value = spanned_int(&lit)?;
             set_once(&mut version, value, &inner, errors);
         } else {
-            unknown_key(inner, errors)?;
+            unknown_key(&inner, errors)?;
         }
         Ok(())
     })?;
@@ -353,7 +353,7 @@ fn set_once<T>(slot: &mut Option<T>, value: T, meta: &ParseNestedMeta<'_>, error
 
 /// Records an unknown key and skips its value, so the keys after it are
 /// still checked.
-fn unknown_key(meta: ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<()> {
+fn unknown_key(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<()> {
     errors.push(syn::Error::new(
         path_span(&meta.path),
         format!("unknown es attribute `{}`", path_text(&meta.path)),

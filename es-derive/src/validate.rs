@@ -119,20 +119,26 @@ fn check_versions(variant: &EventVariant, errors: &mut Errors) {
             ));
         }
     }
-    let missing: Vec<String> = (1..current)
-        .filter(|v| !steps.contains_key(v))
-        .map(|v| v.to_string())
-        .collect();
-    if !missing.is_empty() {
-        let plural = if missing.len() == 1 { "" } else { "s" };
+    // Counted, not listed: a version may be as large as `u32::MAX`.
+    let missing_count = u64::from(current - 1) - steps.len() as u64;
+    if missing_count > 0 {
+        let shown: Vec<String> = (1..current)
+            .filter(|v| !steps.contains_key(v))
+            .take(5)
+            .map(|v| v.to_string())
+            .collect();
+        let more = match missing_count - shown.len() as u64 {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        let plural = if missing_count == 1 { "" } else { "s" };
+        let first = shown.first().map_or("1", String::as_str);
         errors.push(syn::Error::new(
             variant.version.span,
             format!(
-                "missing upcast from version{plural} {} of `{}` to the current version {current}; add `upcast(from = {}, with = function)` or `upcast(from = {}, type = OlderPayload)`",
-                missing.join(", "),
+                "missing upcast from version{plural} {}{more} of `{}` to the current version {current}; add `upcast(from = {first}, with = function)` or `upcast(from = {first}, type = OlderPayload)`",
+                shown.join(", "),
                 variant.name.value,
-                missing[0],
-                missing[0],
             ),
         ));
     }

@@ -120,7 +120,10 @@ impl<A: Decide<C>, C> When<A, C> {
         let mut state = self.state;
         for event in events {
             if let Err(e) = event.encode() {
-                panic!("decided event {} cannot be encoded: {e}", event.event_type());
+                panic!(
+                    "decided event {} cannot be encoded: {e}",
+                    event.event_type()
+                );
             }
             state.apply(event);
         }
@@ -139,7 +142,9 @@ impl<A: Decide<C>, C> When<A, C> {
         A::Error: PartialEq + Debug,
     {
         match self.result {
-            Ok(events) => panic!("expected the error {expected:?}, but the command decided {events:?}"),
+            Ok(events) => {
+                panic!("expected the error {expected:?}, but the command decided {events:?}")
+            }
             Err(e) => assert_eq!(&e, expected, "the command was refused with another error"),
         }
     }
@@ -158,7 +163,10 @@ impl<A: Decide<C>, C> When<A, C> {
     {
         match self.result {
             Ok(events) => panic!("expected an error, but the command decided {events:?}"),
-            Err(e) => assert!(check(&e), "the command was refused with an unexpected error: {e:?}"),
+            Err(e) => assert!(
+                check(&e),
+                "the command was refused with an unexpected error: {e:?}"
+            ),
         }
     }
 

@@ -1,0 +1,17 @@
+use es_core::Event;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Placed {
+    pub total: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Shipped {}
+
+#[derive(Event)]
+enum OrderEvent {
+    Placed(Placed),
+    Replaced(Placed),
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+use es_core::Event;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Placed {
+    pub total: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Shipped {}
+
+#[derive(Event)]
+enum OrderEvent {
+    #[es(alias = "Shipped")]
+    Placed(Placed),
+    Shipped(Shipped),
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+use es_core::Event;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Placed {
+    pub total: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Shipped {}
+
+#[derive(Event)]
+enum OrderEvent {
+    Placed(Placed),
+    Shipped { carrier: String },
+    Cancelled,
+}
+
+fn main() {}
