@@ -1,0 +1,248 @@
+//! The command path against PostgreSQL: a long stream loads from its latest
+//! snapshot plus a short tail, and a cached aggregate costs no replay.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use es_core::{
+    Aggregate, AppendResult, CommandContext, Decide, Event, EventStore, EventStream,
+    ExpectedVersion, FeedFilter, NewEvent, On, Position, RecordedEvent, Repository, Snapshot,
+    SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
+};
+use es_postgres::PgEventStore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Recorded {
+    amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Event)]
+enum MeterEvent {
+    #[es(name = "MeterReadingRecorded")]
+    Recorded(Recorded),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+#[es(category = "Meter", event = MeterEvent, snapshot(every = 100, version = 1))]
+struct Meter {
+    readings: u64,
+    total: u64,
+}
+
+impl On<Recorded> for Meter {
+    fn on(&mut self, event: Recorded) {
+        self.readings += 1;
+        self.total += event.amount;
+    }
+}
+
+/// Records `count` readings of 1 to `count`.
+struct RecordReadings {
+    count: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never refused")]
+struct Never;
+
+impl Decide<RecordReadings> for Meter {
+    type Error = Never;
+
+    fn decide(&self, command: &RecordReadings) -> Result<Vec<MeterEvent>, Never> {
+        Ok((1..=command.count)
+            .map(|amount| MeterEvent::Recorded(Recorded { amount }))
+            .collect())
+    }
+}
+
+/// Counts the events the store hands out from streams.
+#[derive(Clone)]
+struct Counting {
+    inner: PgEventStore,
+    events_read: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn take_count(&self) -> usize {
+        self.events_read.swap(0, Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Counting {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_stream(stream, read).await?;
+        self.events_read.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, filter, limit).await
+    }
+
+    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
+        self.inner.subscribe(after, filter)
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.inner.limits()
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotStore for Counting {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The sum of 1..=n.
+fn triangle(n: u64) -> u64 {
+    n * (n + 1) / 2
+}
+
+#[test]
+fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
+    runtime().block_on(async {
+        let store = Counting {
+            inner: common::fresh_store().await,
+            events_read: Arc::default(),
+        };
+        let writer = Repository::<Meter, _>::new(store.clone());
+        let meter = Meter::stream_id(Uuid::now_v7()).expect("valid id");
+        let context = CommandContext::for_command(Uuid::now_v7());
+
+        // 1,000 events in commands of 10 (99) and of 1 (10).
+        for _ in 0..99 {
+            writer
+                .execute(&meter, &RecordReadings { count: 10 }, &context)
+                .await
+                .expect("command");
+        }
+        for _ in 0..10 {
+            let outcome = writer
+                .execute(&meter, &RecordReadings { count: 1 }, &context)
+                .await
+                .expect("command");
+            assert_eq!(outcome.events_read, 0, "a cached state reads nothing");
+        }
+        assert_eq!(store.take_count(), 0, "the writer never replayed");
+        let snapshot = store
+            .load_snapshot(&meter)
+            .await
+            .expect("snapshot")
+            .expect("a snapshot was taken");
+        assert_eq!(snapshot.version, 1000);
+
+        // A fresh process: snapshot at 1,000 plus nothing.
+        let reader = Repository::<Meter, _>::new(store.clone());
+        let loaded = reader.load(&meter).await.expect("load");
+        assert_eq!(loaded.snapshot_version, Some(1000));
+        assert_eq!(loaded.version, 1000);
+        assert_eq!(loaded.events_read, 0);
+        assert_eq!(store.take_count(), 0);
+        assert_eq!(loaded.state.readings, 1000);
+        assert_eq!(loaded.state.total, 99 * triangle(10) + 10);
+
+        // 99 more events from elsewhere: the load reads just those.
+        let more: Vec<NewEvent> = (1..=99)
+            .map(|amount| {
+                MeterEvent::Recorded(Recorded { amount })
+                    .encode()
+                    .expect("encodes")
+            })
+            .collect();
+        store
+            .inner
+            .append(&meter, ExpectedVersion::Exact(1000), more)
+            .await
+            .expect("append");
+        let loaded = reader.load(&meter).await.expect("load");
+        assert_eq!(loaded.snapshot_version, Some(1000));
+        assert_eq!(loaded.version, 1099);
+        assert_eq!(loaded.events_read, 99);
+        assert!(store.take_count() <= 100);
+        assert_eq!(loaded.state.total, 99 * triangle(10) + 10 + triangle(99));
+
+        // A command on a fresh repository: snapshot, then the 99-event tail.
+        let fresh = Repository::<Meter, _>::new(store.clone());
+        let outcome = fresh
+            .execute(&meter, &RecordReadings { count: 1 }, &context)
+            .await
+            .expect("command");
+        assert_eq!(outcome.stream_version, 1100);
+        assert!(outcome.events_read <= 100, "{}", outcome.events_read);
+        assert!(store.take_count() <= 100);
+        // The append crossed 1,100: a new snapshot.
+        let snapshot = store.load_snapshot(&meter).await.expect("snapshot");
+        assert_eq!(snapshot.map(|s| s.version), Some(1100));
+
+        // The stale writer's cache is caught up by its tail read, not
+        // trusted blindly.
+        let outcome = writer
+            .execute(&meter, &RecordReadings { count: 1 }, &context)
+            .await
+            .expect("command");
+        assert_eq!(outcome.stream_version, 1101);
+        assert_eq!(outcome.events_read, 100);
+    });
+}
+
+#[test]
+fn every_stored_event_carries_the_command_metadata() {
+    runtime().block_on(async {
+        let store = common::fresh_store().await;
+        let repository = Repository::<Meter, _>::new(store.clone());
+        let meter = Meter::stream_id("m-1").expect("valid id");
+        let command_id = Uuid::now_v7();
+        let context = CommandContext::for_command(command_id).with_correlation_id("req-1");
+        repository
+            .execute(&meter, &RecordReadings { count: 3 }, &context)
+            .await
+            .expect("command");
+        let stored = store
+            .read_stream(&meter, StreamRead::forward())
+            .await
+            .expect("read");
+        assert_eq!(stored.len(), 3);
+        for event in &stored {
+            assert_eq!(event.event_type, "MeterReadingRecorded");
+            assert_eq!(event.metadata.causation_id, Some(command_id));
+            assert_eq!(event.metadata.correlation_id.as_deref(), Some("req-1"));
+        }
+    });
+}
