@@ -49,14 +49,21 @@ mod upcasts {
 
     /// Version 2 held the total in euros as a decimal number.
     pub(crate) fn euros_to_cents(data: Value) -> Result<Value, String> {
-        let euros = data["total"].as_f64().ok_or("no numeric `total` field")?;
+        let Value::Object(mut fields) = data else {
+            return Err("payload is not an object".to_owned());
+        };
+        let euros = fields
+            .remove("total")
+            .and_then(|total| total.as_f64())
+            .ok_or("no numeric `total` field")?;
+        let customer = fields.remove("customer").unwrap_or_default();
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             reason = "test totals are small positive amounts"
         )]
         let cents = (euros * 100.0).round() as u64;
-        Ok(json!({ "customer": data["customer"], "total_cents": cents }))
+        Ok(json!({ "customer": customer, "total_cents": cents }))
     }
 }
 

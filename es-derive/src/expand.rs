@@ -429,6 +429,7 @@ mod tests {
 
     /// Malformed inputs give errors, never a panic.
     #[test]
+    #[expect(clippy::too_many_lines, reason = "a table of inputs")]
     fn malformed_inputs_do_not_panic() {
         let inputs = [
             quote!(),
