@@ -40,6 +40,7 @@ pub mod error;
 pub mod event;
 pub mod memory;
 pub mod position;
+pub mod projection;
 pub mod snapshot;
 pub mod store;
 pub mod stream_id;
@@ -52,6 +53,7 @@ pub use error::{BoxError, IdempotencyConflictKind, InvalidEventKind, StoreError}
 pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use memory::MemoryStore;
 pub use position::Position;
+pub use projection::{Dispatch, Handle, Projection, Reset};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, ReadDirection, StoreLimits,
