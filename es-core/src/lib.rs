@@ -53,6 +53,7 @@ pub mod error;
 pub mod event;
 pub mod memory;
 pub mod position;
+pub mod projection;
 pub mod repository;
 pub mod snapshot;
 pub mod store;
@@ -70,6 +71,7 @@ pub use es_derive::{Aggregate, Event};
 pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use memory::MemoryStore;
 pub use position::Position;
+pub use projection::{Dispatch, Handle, Projection, Reset};
 pub use repository::{
     CommandContext, CommandError, CommandOutcome, LoadError, Loaded, Repository, RepositoryOptions,
 };

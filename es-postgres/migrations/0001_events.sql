@@ -79,6 +79,10 @@ CREATE FUNCTION append_events(
 )
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
+-- Every statement here has an index to use. Plans are cached per session,
+-- and a plan made while the tables were small (or before statistics
+-- existed) would otherwise keep scanning the whole events table.
+SET enable_seqscan TO off
 AS $$
 DECLARE
     n           integer := coalesce(array_length(p_ids, 1), 0);
@@ -88,13 +92,23 @@ DECLARE
     last_tx     xid8;
     i           integer;
     passes      boolean;
+    stored      boolean;
 BEGIN
     -- Serialize appends to this stream before the first write, so that this
     -- transaction's id is newer than the previous writer's. Advisory locks
     -- do not assign a transaction id.
     PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || p_stream, 7305));
 
-    IF n > 0 THEN
+    -- One probe reads the stream's row and tells whether any id of the
+    -- batch is stored already; most batches are new, and only a batch with
+    -- a stored id pays for the detailed comparison below.
+    SELECT s.version, s.last_tx_id, (n > 0 AND EXISTS (SELECT FROM events WHERE event_id = ANY (p_ids)))
+      INTO actual, last_tx, stored
+      FROM (SELECT) AS one
+      LEFT JOIN streams s ON s.stream_id = p_stream;
+    actual := coalesce(actual, 0);
+
+    IF stored THEN
         SELECT array_agg(e.event_id ORDER BY u.ord),
                array_agg(e.stream_id ORDER BY u.ord),
                array_agg(e.version ORDER BY u.ord),
@@ -132,10 +146,7 @@ BEGIN
     END IF;
     tx_ids := NULL;
     seqs := NULL;
-
-    SELECT s.version, s.last_tx_id INTO actual, last_tx
-      FROM streams s WHERE s.stream_id = p_stream;
-    actual := coalesce(actual, 0);
+    conflict_id := NULL;
 
     passes := CASE p_expected_kind
         WHEN 0 THEN true
@@ -168,13 +179,13 @@ BEGIN
                WITH ORDINALITY AS u(id, typ, sv, d, m, ord)
          ORDER BY u.ord
         RETURNING seq, version
+    ), stream AS (
+        INSERT INTO streams (stream_id, version, last_tx_id)
+        VALUES (p_stream, actual + n, pg_current_xact_id())
+        ON CONFLICT (stream_id) DO UPDATE
+            SET version = EXCLUDED.version, last_tx_id = EXCLUDED.last_tx_id
     )
     SELECT array_agg(seq ORDER BY version) INTO seqs FROM inserted;
-
-    INSERT INTO streams (stream_id, version, last_tx_id)
-    VALUES (p_stream, actual + n, pg_current_xact_id())
-    ON CONFLICT (stream_id) DO UPDATE
-        SET version = EXCLUDED.version, last_tx_id = EXCLUDED.last_tx_id;
 
     tx_ids := array_fill(pg_current_xact_id()::text::bigint, ARRAY[n]);
     actual := actual + n;

@@ -24,8 +24,13 @@ mod error;
 pub mod local;
 pub mod migrate;
 mod notify;
+pub mod projection;
 mod store;
 
 pub use config::{InvalidSchemaName, PgStoreConfig};
 pub use migrate::MigrateError;
+pub use projection::{
+    AtLeastOnce, ErrorPolicy, ExactlyOnce, OnFailure, ProjectionError, ProjectionRunner,
+    ProjectionStatus, RunnerConfig, projection_status, request_rebuild,
+};
 pub use store::PgEventStore;

@@ -158,7 +158,7 @@ impl Queries {
 
 /// An `i64` for SQL from a `u64` or `usize` (clamped; no real value comes
 /// near the limit).
-fn sql_int<T: TryInto<i64>>(value: T) -> i64 {
+pub(crate) fn sql_int<T: TryInto<i64>>(value: T) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
@@ -212,6 +212,21 @@ impl PgEventStore {
     #[must_use]
     pub fn config(&self) -> &PgStoreConfig {
         &self.inner.config
+    }
+
+    /// A waker for followers of this store's feed: local appends, NOTIFYs
+    /// from other processes, and the poll interval as backstop.
+    pub(crate) fn waker(&self) -> WatchWaker<u64> {
+        let wakeups = self
+            .inner
+            .wakeups
+            .subscribe(&self.inner.pool, self.inner.config.channel());
+        WatchWaker::new(wakeups, Some(self.inner.config.poll()))
+    }
+
+    /// Wakes this process's followers of the feed.
+    pub(crate) fn wake(&self) {
+        self.inner.wakeups.wake();
     }
 
     async fn append_once(
@@ -328,7 +343,7 @@ fn decode_outcome(
     }
 }
 
-fn position(tx: i64, seq: i64) -> Position {
+pub(crate) fn position(tx: i64, seq: i64) -> Position {
     Position::from_parts(
         u64::try_from(tx).unwrap_or(0),
         u64::try_from(seq).unwrap_or(0),
@@ -488,12 +503,13 @@ impl EventStore for PgEventStore {
     }
 
     fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
-        let wakeups = self
-            .inner
-            .wakeups
-            .subscribe(&self.inner.pool, self.inner.config.channel());
-        let waker = WatchWaker::new(wakeups, Some(self.inner.config.poll()));
-        follow(self.clone(), after, filter, waker, FollowOptions::default())
+        follow(
+            self.clone(),
+            after,
+            filter,
+            self.waker(),
+            FollowOptions::default(),
+        )
     }
 
     fn limits(&self) -> StoreLimits {

@@ -18,13 +18,20 @@ pub(crate) struct Counts {
     pub(crate) syncs: AtomicU64,
     /// `Query` messages: one per simple-protocol round trip.
     pub(crate) queries: AtomicU64,
+    /// `DataRow` messages from the server: rows returned to the client.
+    pub(crate) rows: AtomicU64,
 }
 
 impl Counts {
     pub(crate) fn reset(&self) {
-        for c in [&self.executes, &self.syncs, &self.queries] {
+        for c in [&self.executes, &self.syncs, &self.queries, &self.rows] {
             c.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// Rows returned by the server.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows.load(Ordering::SeqCst)
     }
 
     /// (executes, syncs, queries)
@@ -64,8 +71,12 @@ pub(crate) async fn start(url: &str) -> (PgConnectOptions, Arc<Counts>) {
                 let _ = client.set_nodelay(true);
                 let (client_read, mut client_write) = client.into_split();
                 let (mut server_read, server_write) = server.into_split();
-                let up = tokio::spawn(forward_frontend(client_read, server_write, counts));
-                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                let up = tokio::spawn(forward_frontend(
+                    client_read,
+                    server_write,
+                    Arc::clone(&counts),
+                ));
+                let _ = forward_backend(&mut server_read, &mut client_write, &counts).await;
                 up.abort();
             });
         }
@@ -75,6 +86,28 @@ pub(crate) async fn start(url: &str) -> (PgConnectOptions, Arc<Counts>) {
         .port(port)
         .ssl_mode(PgSslMode::Disable);
     (options, counts)
+}
+
+/// Copies server-to-client traffic message by message, counting rows. With
+/// SSL disabled, every backend message is typed from the first byte on.
+async fn forward_backend(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    counts: &Counts,
+) -> std::io::Result<()> {
+    loop {
+        let kind = from.read_u8().await?;
+        let len = from.read_i32().await?;
+        let mut message = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
+        message.push(kind);
+        message.extend_from_slice(&len.to_be_bytes());
+        message.resize(usize::try_from(len).unwrap_or(4) + 1, 0);
+        from.read_exact(&mut message[5..]).await?;
+        if kind == b'D' {
+            counts.rows.fetch_add(1, Ordering::SeqCst);
+        }
+        to.write_all(&message).await?;
+    }
 }
 
 /// Copies client-to-server traffic message by message, counting types.
