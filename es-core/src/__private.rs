@@ -98,3 +98,75 @@ pub fn unsupported_version(event: &RecordedEvent, current: u32) -> DecodeError {
 pub fn unknown_event_type(event: &RecordedEvent) -> DecodeError {
     DecodeError::new(event, DecodeErrorKind::UnknownEventType)
 }
+
+pub use async_trait::async_trait;
+
+/// The stored names (current name, then aliases) of the variant of an event
+/// enum whose name has the [`variant_key`] `VARIANT`. `#[derive(Event)]`
+/// implements it for each variant; `#[derive(Projection)]` reads it to learn
+/// the event types a projection handles.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no event variant of this name",
+    label = "not a variant of an event enum",
+    note = "name each handled event as `EventEnum::Variant`, where `EventEnum` derives `es_core::Event`"
+)]
+pub trait VariantNames<const VARIANT: u64> {
+    /// The variant's stored names.
+    const NAMES: &'static [&'static str];
+}
+
+/// A stable key for a variant's name (64-bit FNV-1a), usable in const
+/// generics.
+#[must_use]
+pub const fn variant_key(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// The total length of `parts`.
+#[must_use]
+pub const fn names_len(parts: &[&[&'static str]]) -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        total += parts[i].len();
+        i += 1;
+    }
+    total
+}
+
+/// `parts` concatenated; `N` must be [`names_len`] of `parts`.
+///
+/// # Panics
+///
+/// At compile time, when `N` is not the total length.
+#[must_use]
+pub const fn concat_names<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut at = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[at] = parts[i][j];
+            at += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(at == N, "concat_names: wrong total length");
+    out
+}
+
+/// Whether `event_type` is one of `names`.
+#[must_use]
+pub fn is_one_of(event_type: &str, names: &[&str]) -> bool {
+    names.contains(&event_type)
+}

@@ -67,7 +67,7 @@ pub mod validate;
 pub use aggregate::{Aggregate, Decide, On, SnapshotPolicy};
 pub use error::{BoxError, IdempotencyConflictKind, InvalidEventKind, StoreError};
 #[cfg(feature = "derive")]
-pub use es_derive::{Aggregate, Event};
+pub use es_derive::{Aggregate, Event, Projection};
 pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use memory::MemoryStore;
 pub use position::Position;

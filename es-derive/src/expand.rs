@@ -7,7 +7,9 @@ use syn::spanned::Spanned as _;
 use syn::{DeriveInput, Ident, Type};
 
 use crate::errors::Errors;
-use crate::parse::{self, AggregateStruct, EventEnum, EventVariant, Step};
+use crate::parse::{
+    self, AggregateStruct, EventEnum, EventVariant, Handled, ProjectionStruct, Step,
+};
 use crate::validate;
 
 /// `#[derive(Event)]`: the code, or every user error as `compile_error!`.
@@ -19,6 +21,110 @@ pub(crate) fn event(input: TokenStream) -> TokenStream {
 /// `compile_error!`.
 pub(crate) fn aggregate(input: TokenStream) -> TokenStream {
     derive_aggregate(input).unwrap_or_else(syn::Error::into_compile_error)
+}
+
+/// `#[derive(Projection)]`: the code, or every user error as
+/// `compile_error!`.
+pub(crate) fn projection(input: TokenStream) -> TokenStream {
+    derive_projection(input).unwrap_or_else(syn::Error::into_compile_error)
+}
+
+fn derive_projection(input: TokenStream) -> syn::Result<TokenStream> {
+    let input: DeriveInput = syn::parse2(input)?;
+    let mut errors = Errors::default();
+    let model = parse::projection_struct(&input, &mut errors);
+    if let Some(model) = &model {
+        validate::projection_struct(model, &mut errors);
+    }
+    errors.finish()?;
+    Ok(model
+        .map(|model| expand_projection(&model))
+        .unwrap_or_default())
+}
+
+/// The projection's name, the stored names of the events it handles (from
+/// each enum's `VariantNames`, spanned on the user's `Enum::Variant` so an
+/// unknown variant is reported there), and a dispatcher that decodes each
+/// event with its enum and hands it to the projection's `Handle` for that
+/// enum and sink.
+fn expand_projection(model: &ProjectionStruct) -> TokenStream {
+    let ProjectionStruct {
+        ident,
+        krate,
+        name,
+        handles,
+        ..
+    } = model;
+    let private = quote!(#krate::__private);
+    let names_of = |handled: &Handled| {
+        let Handled { event, variant, .. } = handled;
+        let key = variant.to_string();
+        // Spanned on the variant, so that an unknown one is reported there.
+        let event = respan(event.to_token_stream(), variant.span());
+        quote_spanned!(variant.span()=>
+            <#event as #private::VariantNames<{ #private::variant_key(#key) }>>::NAMES
+        )
+    };
+    let parts = handles.iter().map(names_of);
+    // The handled variants, grouped by event enum in order of appearance.
+    let mut groups: Vec<(String, &syn::Path, Vec<&Handled>)> = Vec::new();
+    for handled in handles {
+        let key = handled.event.to_token_stream().to_string();
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, members)) => members.push(handled),
+            None => groups.push((key, &handled.event, vec![handled])),
+        }
+    }
+    let (event_var, cx_var, ty_var) = (
+        Ident::new("__es_event", Span::call_site()),
+        Ident::new("__es_cx", Span::call_site()),
+        Ident::new("__es_type", Span::call_site()),
+    );
+    let bounds = groups
+        .iter()
+        .map(|(_, event, _)| quote_spanned!(event.span()=> #krate::Handle<#event, __Cx>));
+    let arms = groups.iter().map(|(_, event, members)| {
+        let names = members.iter().map(|h| names_of(h));
+        quote! {
+            if #(#private::is_one_of(#ty_var, #names))||* {
+                let decoded = <#event as #krate::Event>::decode(#event_var)?;
+                return <Self as #krate::Handle<#event, __Cx>>::handle(self, decoded, #event_var, #cx_var).await;
+            }
+        }
+    });
+    let name = &name.value;
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #krate::Projection for #ident {
+                const NAME: &'static str = #name;
+                const EVENT_TYPES: &'static [&'static str] = {
+                    const PARTS: &[&[&str]] = &[#(#parts),*];
+                    const LEN: usize = #private::names_len(PARTS);
+                    const ALL: [&str; LEN] = #private::concat_names::<LEN>(PARTS);
+                    &ALL
+                };
+            }
+
+            #[automatically_derived]
+            #[#private::async_trait]
+            impl<__Cx> #krate::Dispatch<__Cx> for #ident
+            where
+                __Cx: ::core::marker::Send + ?::core::marker::Sized,
+                Self: #(#bounds)+*,
+            {
+                async fn dispatch(
+                    &self,
+                    #event_var: &#krate::RecordedEvent,
+                    #cx_var: &mut __Cx,
+                ) -> ::core::result::Result<(), #krate::BoxError> {
+                    let #ty_var = #event_var.event_type.as_str();
+                    #(#arms)*
+                    ::core::result::Result::Ok(())
+                }
+            }
+        };
+    }
 }
 
 fn derive_event(input: TokenStream) -> syn::Result<TokenStream> {
@@ -80,8 +186,21 @@ fn expand_event(model: &EventEnum) -> TokenStream {
         let (variant, payload) = (&v.ident, &v.payload);
         quote!(Self::#variant(#payload_var) => <__Aggregate as #krate::On<#payload>>::on(#target, #payload_var))
     });
+    let variant_names = variants.iter().map(|v| {
+        let key = v.ident.to_string();
+        let name = &v.name.value;
+        let aliases = v.aliases.iter().map(|a| a.value.as_str());
+        quote! {
+            #[automatically_derived]
+            impl #private::VariantNames<{ #private::variant_key(#key) }> for #ident {
+                const NAMES: &'static [&'static str] = &[#name, #(#aliases,)*];
+            }
+        }
+    });
     quote! {
         const _: () = {
+            #(#variant_names)*
+
             #[automatically_derived]
             impl #krate::Event for #ident {
                 const EVENT_TYPES: &'static [&'static str] = &[#(#names,)* #(#aliases,)*];
@@ -311,6 +430,31 @@ mod tests {
         let file: syn::File = syn::parse2(output.clone())
             .unwrap_or_else(|e| panic!("the expansion does not parse ({e}):\n{output}"));
         prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn projection_over_two_enums() {
+        insta::assert_snapshot!(pretty(
+            super::projection,
+            quote! {
+                #[es(name = "order_summaries")]
+                #[es(handles(OrderEvent::Placed, OrderEvent::Shipped, customers::CustomerEvent::Registered))]
+                struct OrderSummaries;
+            }
+        ));
+    }
+
+    #[test]
+    fn projection_custom_crate_path_and_default_name() {
+        insta::assert_snapshot!(pretty(
+            super::projection,
+            quote! {
+                #[es(crate = "::my_es", handles(AccountEvent::Deposited))]
+                struct AccountBalances {
+                    table: String,
+                }
+            }
+        ));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Derive macros for `es-core`: `#[derive(Event)]` and `#[derive(Aggregate)]`.
+//! Derive macros for `es-core`: `#[derive(Event)]`, `#[derive(Aggregate)]`
+//! and `#[derive(Projection)]`.
 //!
 //! This crate is an implementation detail of `es-core`, which re-exports its
 //! macros behind the default `derive` feature; depend on `es-core` instead.
@@ -25,6 +26,14 @@ mod validate;
 #[proc_macro_derive(Event, attributes(es))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     expand::event(input.into()).into()
+}
+
+/// Derives `es_core::Projection` and `es_core::Dispatch` for a struct:
+/// `#[es(name = "...", handles(EventEnum::Variant, ...))]`. See the
+/// `es_core::Projection` documentation.
+#[proc_macro_derive(Projection, attributes(es))]
+pub fn derive_projection(input: TokenStream) -> TokenStream {
+    expand::projection(input.into()).into()
 }
 
 /// Derives `es_core::Aggregate` for a struct. See the `es_core::Aggregate`

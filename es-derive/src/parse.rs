@@ -64,6 +64,27 @@ pub(crate) struct SnapshotSettings {
     pub(crate) version: Spanned<u32>,
 }
 
+/// `#[derive(Projection)]` on a struct.
+pub(crate) struct ProjectionStruct {
+    pub(crate) ident: Ident,
+    pub(crate) krate: Path,
+    /// `name = "..."`, or the struct's name in snake case.
+    pub(crate) name: Spanned<String>,
+    /// `handles(Enum::Variant, ...)`, in order.
+    pub(crate) handles: Vec<Handled>,
+    /// Where the first `handles` list was written; `None` without one.
+    pub(crate) handles_span: Option<Span>,
+}
+
+/// One handled event: `Enum::Variant`.
+pub(crate) struct Handled {
+    /// The event enum's path.
+    pub(crate) event: Path,
+    pub(crate) variant: Ident,
+    /// The whole `Enum::Variant` path, for errors.
+    pub(crate) path: Path,
+}
+
 /// Reads `#[derive(Event)]`'s input. Errors are collected in `errors`; the
 /// model is returned as far as it could be read.
 pub(crate) fn event_enum(input: &DeriveInput, errors: &mut Errors) -> Option<EventEnum> {
@@ -425,4 +446,102 @@ fn path_span(path: &Path) -> Span {
         .last()
         .and_then(|last| first.join(last.span()))
         .unwrap_or(first)
+}
+
+/// Reads `#[derive(Projection)]`'s input.
+pub(crate) fn projection_struct(
+    input: &DeriveInput,
+    errors: &mut Errors,
+) -> Option<ProjectionStruct> {
+    let mut krate = None;
+    let mut name = None;
+    let mut handles = Vec::new();
+    let mut handles_span = None;
+    for_each_setting(&input.attrs, errors, |meta, errors| {
+        if meta.path.is_ident("crate") {
+            let path = parse_crate_path(&meta)?;
+            set_once(&mut krate, path, &meta, errors);
+        } else if meta.path.is_ident("name") {
+            let lit: LitStr = meta.value()?.parse()?;
+            set_once(&mut name, spanned_str(&lit), &meta, errors);
+        } else if meta.path.is_ident("handles") {
+            // Repeatable: a long list may be split over several attributes.
+            handles_span.get_or_insert_with(|| path_span(&meta.path));
+            meta.parse_nested_meta(|inner| {
+                let path = inner.path.clone();
+                if inner.input.peek(syn::Token![=]) || inner.input.peek(syn::token::Paren) {
+                    return Err(
+                        inner.error("expected an event as `EventEnum::Variant`, with no value")
+                    );
+                }
+                let mut event = path.clone();
+                let last = event.segments.pop();
+                match last {
+                    Some(variant) if !event.segments.is_empty() => {
+                        event.segments.pop_punct();
+                        handles.push(Handled {
+                            event,
+                            variant: variant.into_value().ident,
+                            path,
+                        });
+                    }
+                    _ => errors.push(syn::Error::new(
+                        path_span(&path),
+                        format!(
+                            "expected an event as `EventEnum::Variant`, found `{}`",
+                            path_text(&path)
+                        ),
+                    )),
+                }
+                Ok(())
+            })?;
+        } else {
+            unknown_key(&meta, errors)?;
+        }
+        Ok(())
+    });
+    reject_generics(input, "projections", errors);
+    match &input.data {
+        Data::Struct(_) => {}
+        Data::Enum(data) => {
+            errors.push(syn::Error::new_spanned(
+                data.enum_token,
+                "`Projection` can only be derived for structs",
+            ));
+            return None;
+        }
+        Data::Union(data) => {
+            errors.push(syn::Error::new_spanned(
+                data.union_token,
+                "`Projection` can only be derived for structs",
+            ));
+            return None;
+        }
+    }
+    Some(ProjectionStruct {
+        ident: input.ident.clone(),
+        krate: krate.unwrap_or_else(default_crate),
+        name: name.unwrap_or_else(|| Spanned {
+            value: snake_case(&input.ident.to_string()),
+            span: input.ident.span(),
+        }),
+        handles,
+        handles_span,
+    })
+}
+
+/// `OrderSummaries` -> `order_summaries`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(ch.to_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }

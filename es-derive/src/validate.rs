@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use quote::ToTokens;
 
 use crate::errors::Errors;
-use crate::parse::{AggregateStruct, EventEnum, EventVariant, Spanned, Step};
+use crate::parse::{AggregateStruct, EventEnum, EventVariant, ProjectionStruct, Spanned, Step};
 
 /// The longest stored event type, in bytes (the stores' default limit).
 const MAX_NAME_BYTES: usize = 255;
@@ -184,6 +184,40 @@ pub(crate) fn aggregate_struct(model: &AggregateStruct, errors: &mut Errors) {
             errors.push(syn::Error::new(
                 snapshot.version.span,
                 "snapshot versions start at 1",
+            ));
+        }
+    }
+}
+
+/// Checks the projection's name and its list of handled events.
+pub(crate) fn projection_struct(model: &ProjectionStruct, errors: &mut Errors) {
+    let name = &model.name;
+    if name.value.is_empty() {
+        errors.push(syn::Error::new(name.span, "projection name is empty"));
+    } else if name.value.len() > MAX_NAME_BYTES {
+        errors.push(syn::Error::new(
+            name.span,
+            format!("projection name is longer than {MAX_NAME_BYTES} bytes"),
+        ));
+    } else if name.value.chars().any(char::is_control) {
+        errors.push(syn::Error::new(
+            name.span,
+            "projection name contains a control character",
+        ));
+    }
+    if model.handles_span.is_none() {
+        errors.push(syn::Error::new_spanned(
+            &model.ident,
+            "missing `#[es(handles(EventEnum::Variant, ...))]`: the events the projection reads",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for handled in &model.handles {
+        let text = handled.path.to_token_stream().to_string().replace(' ', "");
+        if !seen.insert(text.clone()) {
+            errors.push(syn::Error::new_spanned(
+                &handled.path,
+                format!("`{text}` is listed twice"),
             ));
         }
     }

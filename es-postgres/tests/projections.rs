@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use es_core::{
-    BoxError, Dispatch, EventStore, ExpectedVersion, NewEvent, Projection, RecordedEvent, Reset,
-    StreamId,
+    BoxError, Dispatch, Event, EventStore, ExpectedVersion, Handle, NewEvent, Projection,
+    RecordedEvent, Reset, StreamId,
 };
 use es_postgres::{
     AtLeastOnce, ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner,
     RunnerConfig, projection_status, request_rebuild,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgConnection;
 use sqlx::postgres::PgPoolOptions;
@@ -30,36 +31,59 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct Added {
+    amount: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Poisoned {}
+
+#[derive(Debug, Event)]
+enum LedgerEvent {
+    Added(Added),
+    #[es(name = "Poison")]
+    Poison(Poisoned),
+}
+
 /// Sums `Added` events per stream into `tally`, and logs every application
 /// in `applied` (without a unique key, so a double application shows).
+#[derive(Projection)]
+#[es(name = "tally", handles(LedgerEvent::Added, LedgerEvent::Poison))]
 struct Tally {
     runner: &'static str,
 }
 
-impl Projection for Tally {
-    const NAME: &'static str = "tally";
-    const EVENT_TYPES: &'static [&'static str] = &["Added", "Poison"];
-}
-
 #[async_trait::async_trait]
-impl Dispatch<PgConnection> for Tally {
-    async fn dispatch(&self, event: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
-        if event.event_type == "Poison" {
-            return Err(format!("cannot tally {}: the payload is poisoned", event.event_id).into());
-        }
-        let amount = event.data["amount"].as_i64().ok_or("amount missing")?;
+impl Handle<LedgerEvent, PgConnection> for Tally {
+    async fn handle(
+        &self,
+        event: LedgerEvent,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let amount = match event {
+            LedgerEvent::Added(added) => added.amount,
+            LedgerEvent::Poison(_) => {
+                return Err(format!(
+                    "cannot tally {}: the payload is poisoned",
+                    envelope.event_id
+                )
+                .into());
+            }
+        };
         sqlx::query(
             "INSERT INTO tally (stream_id, events, total) VALUES ($1, 1, $2) \
              ON CONFLICT (stream_id) DO UPDATE \
              SET events = tally.events + 1, total = tally.total + EXCLUDED.total",
         )
-        .bind(event.stream_id.as_str())
+        .bind(envelope.stream_id.as_str())
         .bind(amount)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO applied (runner, event_id) VALUES ($1, $2)")
             .bind(self.runner)
-            .bind(event.event_id)
+            .bind(envelope.event_id)
             .execute(&mut *tx)
             .await?;
         Ok(())

@@ -181,3 +181,69 @@ fn a_custom_crate_path_works_the_same() {
         2
     );
 }
+
+/// A projection over two enums, one through the custom crate path.
+#[derive(Default, es_core::Projection)]
+#[es(name = "sales", handles(OrderEvent::Placed, TicketEvent::Sold))]
+struct Sales {
+    cents: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl es_core::Handle<OrderEvent, ()> for Sales {
+    async fn handle(
+        &self,
+        event: OrderEvent,
+        _: &RecordedEvent,
+        (): &mut (),
+    ) -> Result<(), es_core::BoxError> {
+        if let OrderEvent::Placed(placed) = event {
+            self.cents
+                .fetch_add(placed.total_cents, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl es_core::Handle<TicketEvent, ()> for Sales {
+    async fn handle(
+        &self,
+        event: TicketEvent,
+        _: &RecordedEvent,
+        (): &mut (),
+    ) -> Result<(), es_core::BoxError> {
+        let TicketEvent::Sold(placed) = event;
+        self.cents
+            .fetch_add(placed.total_cents, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[derive(Default, framework::es::Projection)]
+#[es(crate = "crate::framework::es", handles(TicketEvent::Sold))]
+struct TicketCount;
+
+#[test]
+fn projections_dispatch_through_both_paths() {
+    use es_core::{Dispatch, Projection};
+    assert_eq!(<TicketCount as Projection>::NAME, "ticket_count");
+    let sales = Sales::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for event in [
+            recorded("OrderPlaced", 3, json!({ "total_cents": 5 })),
+            recorded("Sold", 2, json!({ "total_cents": 7 })),
+            recorded("Cancelled", 1, json!({ "reason": "not read" })),
+        ] {
+            sales.dispatch(&event, &mut ()).await.expect("dispatches");
+        }
+    });
+    assert_eq!(sales.cents.load(std::sync::atomic::Ordering::Relaxed), 12);
+    assert_eq!(
+        <Sales as Projection>::EVENT_TYPES,
+        ["OrderPlaced", "OrderCreated", "Sold"]
+    );
+}

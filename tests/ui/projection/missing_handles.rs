@@ -1,0 +1,7 @@
+use es_core::Projection;
+
+#[derive(Projection)]
+#[es(name = "order_summaries")]
+struct OrderSummaries;
+
+fn main() {}

@@ -1,0 +1,7 @@
+use es_core::Projection;
+
+#[derive(Projection)]
+#[es(handles(OrderEvent::Placed))]
+enum OrderSummaries {}
+
+fn main() {}
