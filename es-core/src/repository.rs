@@ -23,7 +23,8 @@ pub struct RepositoryOptions {
     /// changed its stream (default 3).
     pub max_retries: u32,
     /// Whether to decide on a cached state without first reading the
-    /// stream's tail (default `false`). See [`Repository`].
+    /// stream's tail (default `true`: the append's version check keeps it
+    /// safe). See [`Repository`].
     pub trust_cache: bool,
     /// Whether to skip stored events whose type the aggregate's event enum
     /// does not know, instead of failing (default `false`).
@@ -65,7 +66,7 @@ impl Default for RepositoryOptions {
         Self {
             cache_capacity: 1_000,
             max_retries: 3,
-            trust_cache: false,
+            trust_cache: true,
             skip_unknown_events: false,
         }
     }
@@ -257,12 +258,14 @@ impl<E> From<LoadError> for CommandError<E> {
 
 /// Loads aggregates and runs commands against them.
 ///
-/// A command costs one read of the stream's tail and one append:
+/// A command costs one append when the aggregate's state is cached, and one
+/// read of the stream's tail plus one append otherwise:
 ///
 /// 1. Start from the newest state the repository can trust: a state kept in
 ///    its in-process cache (with the stream version it includes), else the
 ///    aggregate's latest snapshot, else the empty state.
-/// 2. Read only the events after that version and apply them.
+/// 2. Read only the events after that version and apply them (skipped for a
+///    cached state, see below).
 /// 3. [Decide](Decide::decide), and append the events with
 ///    `ExpectedVersion::Exact(version)`, each carrying the
 ///    [`CommandContext`]'s metadata.
@@ -278,10 +281,11 @@ impl<E> From<LoadError> for CommandError<E> {
 /// append, so a stale cache (another process wrote to the stream) costs a
 /// retry but can never cause a wrong write.
 ///
-/// With [`RepositoryOptions::trust_cache`], step 2 is skipped when the state
-/// comes from the cache: a command is one append. The trade-off: when another
-/// process has written meanwhile, the first append is wasted (and retried as
-/// above). A decision that writes nothing, or a refusal, is never trusted
+/// With [`RepositoryOptions::trust_cache`] (the default), step 2 is skipped
+/// when the state comes from the cache: a command is one append. The
+/// trade-off: when another process has written meanwhile, the first append
+/// is wasted (and retried as above); turn it off when many processes write
+/// to the same streams. A decision that writes nothing, or a refusal, is never trusted
 /// to a cached state alone: the tail is read and the command decided again
 /// when it has new events, so a stale cache cannot cause a wrong refusal.
 pub struct Repository<A, S> {

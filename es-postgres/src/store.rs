@@ -74,7 +74,8 @@ struct Queries {
     save_snapshot: String,
 }
 
-const COLUMNS: &str = "event_id, stream_id, version, tx_id::text::bigint AS tx, seq, \
+/// The columns of an event row, in the order [`decode_event`] reads them.
+const COLUMNS: &str = "event_id, stream_id, version, tx_id, seq, \
                        event_type, schema_version, data, metadata, recorded_at";
 
 impl Queries {
@@ -350,43 +351,77 @@ pub(crate) fn position(tx: i64, seq: i64) -> Position {
     )
 }
 
-/// Reads a row of the events table back into a recorded event.
-fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+/// A PostgreSQL `xid8`: a 64-bit transaction id, read in binary so that a
+/// feed or stream read does not convert every row's id to text.
+struct Xid8(u64);
+
+/// The built-in type id of `xid8`.
+const XID8_OID: sqlx::postgres::types::Oid = sqlx::postgres::types::Oid(5069);
+
+impl sqlx::Type<sqlx::Postgres> for Xid8 {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_oid(XID8_OID)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Xid8 {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match value.format() {
+            sqlx::postgres::PgValueFormat::Binary => {
+                let bytes: [u8; 8] = value.as_bytes()?.try_into()?;
+                Ok(Self(u64::from_be_bytes(bytes)))
+            }
+            sqlx::postgres::PgValueFormat::Text => Ok(Self(value.as_str()?.parse()?)),
+        }
+    }
+}
+
+/// Reads a row of the events table back into a recorded event; the event's
+/// columns ([`COLUMNS`]) start at index `first`.
+fn decode_event(row: &PgRow, first: usize) -> Result<RecordedEvent, StoreError> {
     let corrupt = |location: String, reason: String| StoreError::CorruptEvent { location, reason };
     let seq: i64 = row
-        .try_get("seq")
+        .try_get(first + 4)
         .map_err(|e| corrupt("an events row".into(), e.to_string()))?;
-    let tx: i64 = row
-        .try_get("tx")
+    let Xid8(tx) = row
+        .try_get(first + 3)
         .map_err(|e| corrupt(format!("sequence {seq}"), e.to_string()))?;
-    let position = position(tx, seq);
+    let position = Position::from_parts(tx, u64::try_from(seq).unwrap_or(0));
     let at = || format!("position {position}");
     let field = |e: sqlx::Error| corrupt(at(), e.to_string());
-    let stream: String = row.try_get("stream_id").map_err(field)?;
-    let stream_id = StreamId::new(stream.as_str())
-        .map_err(|e| corrupt(at(), format!("stream id {stream:?}: {e}")))?;
-    let version: i64 = row.try_get("version").map_err(field)?;
+    let stream: &str = row.try_get(first + 1).map_err(field)?;
+    let stream_id =
+        StreamId::new(stream).map_err(|e| corrupt(at(), format!("stream id {stream:?}: {e}")))?;
+    let version: i64 = row.try_get(first + 2).map_err(field)?;
     let version =
         u64::try_from(version).map_err(|_| corrupt(at(), format!("negative version {version}")))?;
-    let event_type: String = row.try_get("event_type").map_err(field)?;
-    let schema_version: i32 = row.try_get("schema_version").map_err(field)?;
-    let metadata: serde_json::Value = row.try_get("metadata").map_err(field)?;
-    let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| {
+    let event_type: String = row.try_get(first + 5).map_err(field)?;
+    let schema_version: i32 = row.try_get(first + 6).map_err(field)?;
+    let in_stream = || {
+        format!(
+            "{at}, stream {stream_id} version {version}, event type {event_type:?} schema version {schema_version}",
+            at = at()
+        )
+    };
+    let Json(metadata): Json<Metadata> = row.try_get(first + 8).map_err(|e| {
         corrupt(
-            format!("{at}, stream {stream_id} version {version}", at = at()),
-            format!("metadata: {e}"),
+            in_stream(),
+            format!("metadata is not a metadata object: {e}"),
         )
     })?;
-    let event = NewEvent::new(event_type, row.try_get("data").map_err(field)?)
-        .with_id(row.try_get("event_id").map_err(field)?)
-        .with_schema_version(u32::try_from(schema_version).unwrap_or(0))
-        .with_metadata(metadata);
-    Ok(RecordedEvent::new(
-        event,
+    let data: serde_json::Value = row
+        .try_get(first + 7)
+        .map_err(|e| corrupt(in_stream(), format!("data: {e}")))?;
+    Ok(RecordedEvent::from_parts(
+        row.try_get(first).map_err(field)?,
         stream_id,
         version,
         position,
-        row.try_get("recorded_at").map_err(field)?,
+        event_type,
+        u32::try_from(schema_version).unwrap_or(0),
+        data,
+        metadata,
+        row.try_get(first + 9).map_err(field)?,
     ))
 }
 
@@ -446,7 +481,7 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| read_error("read stream", e))?;
-        rows.iter().map(decode_event).collect()
+        rows.iter().map(|row| decode_event(row, 0)).collect()
     }
 
     async fn read_all(
@@ -478,16 +513,17 @@ impl EventStore for PgEventStore {
                 .map_err(|e| read_error("read feed", e))?;
             let held_back = match rows.first() {
                 Some(row) => row
-                    .try_get::<bool, _>("held_back")
+                    .try_get::<bool, _>(0)
                     .map_err(|e| read_error("read feed", e))?,
                 None => false,
             };
             let mut events = Vec::with_capacity(rows.len());
             for row in &rows {
+                // Column 0 is `held_back`; an empty page is one row of nulls.
                 let present: Option<i64> =
-                    row.try_get("seq").map_err(|e| read_error("read feed", e))?;
+                    row.try_get(5).map_err(|e| read_error("read feed", e))?;
                 if present.is_some() {
-                    events.push(decode_event(row)?);
+                    events.push(decode_event(row, 1)?);
                 }
             }
             // A short page with committed events held back: they become

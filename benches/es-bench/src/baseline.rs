@@ -1,0 +1,137 @@
+//! The raw-SQL baseline: what a careful hand-written data layer does with
+//! plain sqlx on the same server.
+
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// The baseline's table: one row per event, unique by id and by
+/// (stream, version), as a hand-written event table would be.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS raw_events (
+    id          bigserial   PRIMARY KEY,
+    event_id    uuid        NOT NULL UNIQUE,
+    stream_id   text        NOT NULL,
+    version     bigint      NOT NULL,
+    event_type  text        NOT NULL,
+    data        jsonb       NOT NULL,
+    metadata    jsonb       NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (stream_id, version)
+);";
+
+/// BEGIN; INSERT one event; COMMIT.
+pub(crate) async fn insert_one(
+    pool: &PgPool,
+    stream: &str,
+    version: i64,
+    data: &Value,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO raw_events (event_id, stream_id, version, event_type, data, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(stream)
+    .bind(version)
+    .bind("Happened")
+    .bind(data)
+    .bind(serde_json::json!({}))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// BEGIN; INSERT a batch with one UNNEST statement; COMMIT.
+pub(crate) async fn insert_batch(
+    pool: &PgPool,
+    stream: &str,
+    first_version: i64,
+    data: &[Value],
+) -> Result<(), sqlx::Error> {
+    let n = data.len();
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let streams = vec![stream; n];
+    let versions: Vec<i64> = (first_version..).take(n).collect();
+    let types = vec!["Happened"; n];
+    let metadata = vec![serde_json::json!({}); n];
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO raw_events (event_id, stream_id, version, event_type, data, metadata) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::jsonb[])",
+    )
+    .bind(&ids)
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&types)
+    .bind(data)
+    .bind(&metadata)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A decoded row, as a hand-written reader would hold it.
+#[derive(Debug)]
+#[expect(
+    dead_code,
+    reason = "decoding the fields is the work measured; the benchmark reads only the version"
+)]
+pub(crate) struct RawEvent {
+    pub(crate) event_id: Uuid,
+    pub(crate) stream_id: String,
+    pub(crate) version: i64,
+    pub(crate) event_type: String,
+    pub(crate) data: Value,
+    pub(crate) metadata: Value,
+}
+
+fn decode(row: &sqlx::postgres::PgRow) -> Result<RawEvent, sqlx::Error> {
+    Ok(RawEvent {
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        version: row.try_get("version")?,
+        event_type: row.try_get("event_type")?,
+        data: row.try_get("data")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+/// SELECT one stream's events in version order and decode them.
+pub(crate) async fn load_stream(pool: &PgPool, stream: &str) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_id, stream_id, version, event_type, data, metadata \
+         FROM es.events WHERE stream_id = $1 ORDER BY version",
+    )
+    .bind(stream)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// Pages through the whole events table by sequence, `page` rows at a time,
+/// decoding each row; returns the number of rows read.
+pub(crate) async fn page_feed(pool: &PgPool, page: i64) -> Result<usize, sqlx::Error> {
+    let mut after = 0i64;
+    let mut total = 0;
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, stream_id, version, event_type, data, metadata \
+             FROM es.events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(page)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(total);
+        };
+        after = last.try_get("seq")?;
+        for row in &rows {
+            let event = decode(row)?;
+            std::hint::black_box(&event);
+        }
+        total += rows.len();
+    }
+}

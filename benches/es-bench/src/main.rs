@@ -1,0 +1,77 @@
+//! Measures the framework against a raw-SQL baseline on the same server, in
+//! one run, alternating the two so that both see the same machine.
+//!
+//! `cargo run --release -p es-bench -- [--quick] [--json] [--only NAME]`
+//!
+//! It uses `DATABASE_URL` when set, or starts a throwaway PostgreSQL cluster.
+
+mod baseline;
+mod domain;
+mod report;
+mod workloads;
+
+use std::error::Error;
+
+use clap::Parser;
+
+use crate::report::Workload;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(about = "The event store against raw SQL on the same server")]
+struct Args {
+    /// A short run (under 90 seconds of measurement).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Run only the workloads whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// How long each side of a timed workload runs, and how often they alternate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) slice: std::time::Duration,
+    pub(crate) rounds: u32,
+}
+
+fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let results: Vec<Workload> = runtime.block_on(async {
+        let timing = if args.quick {
+            Timing {
+                slice: std::time::Duration::from_millis(1_500),
+                rounds: 2,
+            }
+        } else {
+            Timing {
+                slice: std::time::Duration::from_secs(5),
+                rounds: 3,
+            }
+        };
+        let bench = workloads::Bench::setup(timing, !args.json).await?;
+        bench.run_all(args.only.as_deref()).await
+    })?;
+    if args.json {
+        println!("{}", report::json(&results)?);
+    } else {
+        println!("{}", report::table(&results));
+    }
+    let missed: Vec<&str> = results
+        .iter()
+        .filter(|w| w.meets_target() == Some(false))
+        .map(|w| w.name.as_str())
+        .collect();
+    if missed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("targets missed: {}", missed.join(", ")).into())
+    }
+}
