@@ -373,7 +373,11 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let metadata: serde_json::Value = row.try_get("metadata").map_err(field)?;
     let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| {
         corrupt(
-            format!("{at}, stream {stream_id} version {version}", at = at()),
+            format!(
+                "{at}, stream {stream_id} version {version}, \
+                 event type {event_type} schema version {schema_version}",
+                at = at()
+            ),
             format!("metadata: {e}"),
         )
     })?;
@@ -487,7 +491,13 @@ impl EventStore for PgEventStore {
                 let present: Option<i64> =
                     row.try_get("seq").map_err(|e| read_error("read feed", e))?;
                 if present.is_some() {
-                    events.push(decode_event(row)?);
+                    match decode_event(row) {
+                        Ok(event) => events.push(event),
+                        // Hand out the events before a corrupt one; the
+                        // next read starts at it and reports it.
+                        Err(_) if !events.is_empty() => return Ok(events),
+                        Err(error) => return Err(error),
+                    }
                 }
             }
             // A short page with committed events held back: they become
