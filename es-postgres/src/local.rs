@@ -997,6 +997,37 @@ mod tests {
         Ok(())
     }
 
+    /// A private cluster comes back on its port with its databases, and is
+    /// removed when dropped even while stopped; the shared one cannot be
+    /// stopped. Skipped when `DATABASE_URL` is set.
+    #[tokio::test]
+    async fn a_private_cluster_stops_and_starts_on_its_port() -> TestResult {
+        if std::env::var(DATABASE_URL).is_ok_and(|url| !url.trim().is_empty()) {
+            return Ok(());
+        }
+        let shared = shared().await?;
+        assert!(matches!(shared.stop().await, Err(LocalError::NotPrivate)));
+        let postgres = private().await?;
+        assert_ne!(postgres.url(), shared.url());
+        let url = postgres.create_database().await?;
+        let name = current_database(&url).await?;
+        postgres.stop().await?;
+        postgres.stop().await?;
+        assert!(sqlx::PgConnection::connect(&url).await.is_err());
+        postgres.start().await?;
+        postgres.start().await?;
+        assert_eq!(current_database(&url).await?, name);
+        postgres.stop().await?;
+        let dir = postgres
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.dir.clone())
+            .ok_or("no cluster")?;
+        tokio::task::spawn_blocking(move || drop(postgres)).await?;
+        assert!(!dir.exists(), "{} still exists", dir.display());
+        Ok(())
+    }
+
     #[test]
     fn missing_binaries_say_what_to_install() {
         let message = LocalError::BinariesNotFound.to_string();
