@@ -20,6 +20,7 @@
 
 mod config;
 mod error;
+mod lag;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod migrate;
@@ -28,6 +29,7 @@ pub mod projection;
 mod store;
 
 pub use config::{InvalidSchemaName, PgStoreConfig};
+pub use lag::{FeedLag, OldestTransaction};
 pub use migrate::MigrateError;
 pub use projection::{
     AtLeastOnce, ErrorPolicy, ExactlyOnce, OnFailure, ProjectionError, ProjectionRunner,

@@ -31,6 +31,16 @@
 //! group and ignores the usual termination signals, so a Ctrl-C sent to the
 //! test's process group does not stop it before it has cleaned up.
 //!
+//! # A private cluster that can be stopped and started
+//!
+//! [`private`] starts a throwaway cluster of the caller's own, never shared
+//! and never `DATABASE_URL`, for tests of what happens when the server goes
+//! away: [`LocalPostgres::stop`] shuts it down and [`LocalPostgres::start`]
+//! starts it again on the same port, so pools and URLs keep working once it
+//! is back. Such a cluster has its own watchdog like the shared one, and is
+//! removed when the `LocalPostgres` is dropped or the process ends, whether
+//! the server is running then or not.
+//!
 //! # Databases
 //!
 //! Each test should take a fresh database from [`LocalPostgres::create_database`].
@@ -85,6 +95,10 @@ static SHARED: OnceLock<Result<LocalPostgres, LocalError>> = OnceLock::new();
 /// Numbers the databases created by this process.
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Numbers the server logs, so that a restart does not overwrite the log of
+/// an earlier start.
+static LOG_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// Why a local Postgres server could not be provided.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -134,6 +148,14 @@ pub enum LocalError {
         /// itself is removed with the cluster).
         log_tail: String,
     },
+
+    /// [`LocalPostgres::stop`] or [`LocalPostgres::start`] was called on a
+    /// server that does not come from [`private`].
+    #[error(
+        "only a private cluster (es_postgres::local::private) can be stopped and started; \
+         this server is shared by the whole process or named by DATABASE_URL"
+    )]
+    NotPrivate,
 
     /// A statement sent to the server failed.
     #[error("{action}: {source}")]
@@ -205,18 +227,43 @@ pub async fn shared() -> Result<&'static LocalPostgres, LocalError> {
     outcome.as_ref().map_err(Clone::clone)
 }
 
+/// Starts a throwaway cluster of the caller's own, which it may stop and
+/// start (see [`LocalPostgres::stop`]); `DATABASE_URL` is ignored.
+///
+/// The cluster is set up like the shared one (see the
+/// [module documentation](self)), has its own watchdog, and is removed when
+/// the returned value is dropped or the process ends. Dropping it blocks
+/// until the server has stopped; in async code, drop it with
+/// `tokio::task::spawn_blocking`.
+///
+/// # Errors
+///
+/// As [`shared`] when it starts a cluster: the server binaries are missing,
+/// or the cluster cannot be created or started.
+pub async fn private() -> Result<LocalPostgres, LocalError> {
+    let start = || LocalPostgres::start_cluster(true);
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(start).await.map_err(|error| {
+            LocalError::io(
+                "starting a private PostgreSQL cluster",
+                io::Error::other(error.to_string()),
+            )
+        })?,
+        Err(_) => start(),
+    }
+}
+
 /// A Postgres server for tests: either the one named by `DATABASE_URL` or
 /// a throwaway cluster owned by this process.
 ///
-/// Obtained from [`shared`]. Dropping a `LocalPostgres` that owns a cluster
-/// stops the server and removes its directory.
+/// Obtained from [`shared`] or [`private`]. Dropping a `LocalPostgres` that
+/// owns a cluster stops the server and removes its directory.
 #[derive(Debug)]
 pub struct LocalPostgres {
     /// URL of the `postgres` database (or `DATABASE_URL` as given).
     admin_url: String,
     /// The throwaway cluster, when no `DATABASE_URL` was given; kept for its
     /// `Drop`.
-    #[cfg_attr(not(test), expect(dead_code, reason = "held for its Drop"))]
     cluster: Option<Cluster>,
 }
 
@@ -267,6 +314,49 @@ impl LocalPostgres {
         Ok(with_database(&self.admin_url, &name))
     }
 
+    /// Shuts the server of a [`private`] cluster down: a fast shutdown that
+    /// ends every session (their open transactions roll back) and keeps
+    /// every committed transaction. Returns once the server has stopped;
+    /// stopping a stopped server does nothing.
+    ///
+    /// An immediate stop (a simulated crash) is not offered: the cluster
+    /// runs with `synchronous_commit = off`, so a crash could lose commits
+    /// that were already acknowledged, which is not a fault worth testing.
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::NotPrivate`] for a server that is not from
+    /// [`private`]; [`LocalError::Command`] when `pg_ctl stop` fails.
+    pub async fn stop(&self) -> Result<(), LocalError> {
+        let control = self.control()?;
+        run_blocking("stopping the private cluster", move || control.stop()).await
+    }
+
+    /// Starts the server of a [`private`] cluster again, on the port it had,
+    /// so [`url`](Self::url) and the URLs of its databases stay valid.
+    /// Returns once it accepts connections; starting a running server does
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::NotPrivate`] for a server that is not from
+    /// [`private`]; [`LocalError::Start`] when the server does not start
+    /// (for example because another process took the port meanwhile).
+    pub async fn start(&self) -> Result<(), LocalError> {
+        let control = self.control()?;
+        run_blocking("starting the private cluster", move || {
+            control.start_on(Some(control.port)).map(drop)
+        })
+        .await
+    }
+
+    fn control(&self) -> Result<Control, LocalError> {
+        match &self.cluster {
+            Some(cluster) if cluster.private => Ok(cluster.control()),
+            _ => Err(LocalError::NotPrivate),
+        }
+    }
+
     /// Uses `DATABASE_URL` when set, starts a throwaway cluster otherwise.
     fn from_env() -> Result<Self, LocalError> {
         match std::env::var(DATABASE_URL) {
@@ -274,18 +364,32 @@ impl LocalPostgres {
                 admin_url: url.trim().to_owned(),
                 cluster: None,
             }),
-            _ => Self::start_cluster(),
+            _ => Self::start_cluster(false),
         }
     }
 
     /// Starts a throwaway cluster, ignoring `DATABASE_URL`.
-    fn start_cluster() -> Result<Self, LocalError> {
+    fn start_cluster(private: bool) -> Result<Self, LocalError> {
         let binaries = find_binaries().ok_or(LocalError::BinariesNotFound)?;
-        let cluster = Cluster::start(&binaries)?;
+        let cluster = Cluster::start(&binaries, private)?;
         Ok(Self {
             admin_url: format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", cluster.port),
             cluster: Some(cluster),
         })
+    }
+}
+
+/// Runs blocking `work` off the async runtime when there is one.
+async fn run_blocking<F>(what: &str, work: F) -> Result<(), LocalError>
+where
+    F: FnOnce() -> Result<(), LocalError> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn_blocking(work)
+            .await
+            .map_err(|error| LocalError::io(what, io::Error::other(error.to_string())))?,
+        Err(_) => work(),
     }
 }
 
@@ -497,14 +601,28 @@ struct Cluster {
     /// The temporary directory: `data/`, the Unix socket and the logs.
     dir: PathBuf,
     port: u16,
+    run_as: RunAs,
+    binaries: Binaries,
+    /// Whether it comes from [`private`], and so may be stopped and started.
+    private: bool,
     /// Dropping this ends the watchdog's `read`, which stops and removes the
     /// cluster.
     watchdog_stdin: Option<ChildStdin>,
     watchdog: Child,
 }
 
+/// What it takes to stop and start a cluster's server, detached from the
+/// [`Cluster`] so that it can move to a blocking thread.
+#[derive(Debug, Clone)]
+struct Control {
+    dir: PathBuf,
+    port: u16,
+    run_as: RunAs,
+    binaries: Binaries,
+}
+
 impl Cluster {
-    fn start(binaries: &Binaries) -> Result<Self, LocalError> {
+    fn start(binaries: &Binaries, private: bool) -> Result<Self, LocalError> {
         let run_as = RunAs::detect();
         // Under /tmp: short enough for a Unix socket path, and traversable by
         // the `postgres` user when we are root.
@@ -524,13 +642,25 @@ impl Cluster {
         let mut cluster = Self {
             dir,
             port: 0,
+            run_as,
+            binaries: binaries.clone(),
+            private,
             watchdog_stdin: watchdog.stdin,
             watchdog: watchdog.child,
         };
         // On any error below, dropping `cluster` stops and removes it.
         cluster.init(run_as, binaries)?;
-        cluster.port = cluster.start_server(run_as, binaries)?;
+        cluster.port = cluster.control().start_on(None)?;
         Ok(cluster)
+    }
+
+    fn control(&self) -> Control {
+        Control {
+            dir: self.dir.clone(),
+            port: self.port,
+            run_as: self.run_as,
+            binaries: self.binaries.clone(),
+        }
     }
 
     fn data(&self) -> PathBuf {
@@ -590,20 +720,76 @@ impl Cluster {
             .and_then(|mut file| io::Write::write_all(&mut file, settings.as_bytes()))
             .map_err(|error| LocalError::io(format!("writing {}", conf.display()), error))
     }
+}
 
-    /// Starts the server on a free port, retrying on port clashes; returns
-    /// the port.
-    fn start_server(&self, run_as: RunAs, binaries: &Binaries) -> Result<u16, LocalError> {
+impl Control {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Whether the server of the data directory is running.
+    fn is_running(&self) -> Result<bool, LocalError> {
+        let data = self.data();
+        let (command, line) = self.run_as.command(
+            &self.binaries.pg_ctl(),
+            &["status", "-D", &data.to_string_lossy()],
+            &self.dir,
+        );
+        let mut command = command;
+        let status = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|error| LocalError::io(format!("running `{line}`"), error))?;
+        // pg_ctl status: 0 running, 3 not running (4: no data directory).
+        Ok(status.success())
+    }
+
+    /// A fast shutdown of the server, waiting until it has stopped.
+    fn stop(&self) -> Result<(), LocalError> {
+        if !self.is_running()? {
+            return Ok(());
+        }
+        let data = self.data();
+        let (command, line) = self.run_as.command(
+            &self.binaries.pg_ctl(),
+            &[
+                "stop",
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                START_TIMEOUT_SECS,
+            ],
+            &self.dir,
+        );
+        run(command, &line, "").map(drop)
+    }
+
+    /// Starts the server on `port`, or on a free port when `None`, retrying
+    /// on port clashes; returns the port.
+    fn start_on(&self, fixed: Option<u16>) -> Result<u16, LocalError> {
+        if fixed.is_some() && self.is_running()? {
+            return Ok(self.port);
+        }
         let data = self.data();
         let data = data.to_string_lossy();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = free_port()?;
-            let log = self.dir.join(format!("server-{attempt}.log"));
+            let port = match fixed {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            let log = self.dir.join(format!(
+                "server-{}-{attempt}.log",
+                LOG_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
             let options = format!("-p {port}");
-            let (mut command, line) = run_as.command(
-                &binaries.pg_ctl(),
+            let (mut command, line) = self.run_as.command(
+                &self.binaries.pg_ctl(),
                 &[
                     "start",
                     "-w",
@@ -633,6 +819,10 @@ impl Cluster {
                     output: combined_output(&output),
                     log_tail,
                 });
+            }
+            if fixed.is_some() {
+                // The same port again: give whoever holds it a moment.
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
@@ -789,7 +979,8 @@ mod tests {
         if std::env::var(DATABASE_URL).is_ok_and(|url| !url.trim().is_empty()) {
             return Ok(());
         }
-        let postgres = tokio::task::spawn_blocking(LocalPostgres::start_cluster).await??;
+        let postgres =
+            tokio::task::spawn_blocking(|| LocalPostgres::start_cluster(false)).await??;
         let url = postgres.url().to_owned();
         let dir = postgres
             .cluster
@@ -803,6 +994,37 @@ mod tests {
         assert!(!dir.exists(), "{} still exists", dir.display());
         let connect = sqlx::PgConnection::connect(&url).await;
         assert!(connect.is_err(), "the server still accepts connections");
+        Ok(())
+    }
+
+    /// A private cluster comes back on its port with its databases, and is
+    /// removed when dropped even while stopped; the shared one cannot be
+    /// stopped. Skipped when `DATABASE_URL` is set.
+    #[tokio::test]
+    async fn a_private_cluster_stops_and_starts_on_its_port() -> TestResult {
+        if std::env::var(DATABASE_URL).is_ok_and(|url| !url.trim().is_empty()) {
+            return Ok(());
+        }
+        let shared = shared().await?;
+        assert!(matches!(shared.stop().await, Err(LocalError::NotPrivate)));
+        let postgres = private().await?;
+        assert_ne!(postgres.url(), shared.url());
+        let url = postgres.create_database().await?;
+        let name = current_database(&url).await?;
+        postgres.stop().await?;
+        postgres.stop().await?;
+        assert!(sqlx::PgConnection::connect(&url).await.is_err());
+        postgres.start().await?;
+        postgres.start().await?;
+        assert_eq!(current_database(&url).await?, name);
+        postgres.stop().await?;
+        let dir = postgres
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.dir.clone())
+            .ok_or("no cluster")?;
+        tokio::task::spawn_blocking(move || drop(postgres)).await?;
+        assert!(!dir.exists(), "{} still exists", dir.display());
         Ok(())
     }
 

@@ -523,7 +523,13 @@ impl EventStore for PgEventStore {
                 let present: Option<i64> =
                     row.try_get(5).map_err(|e| read_error("read feed", e))?;
                 if present.is_some() {
-                    events.push(decode_event(row, 1)?);
+                    match decode_event(row, 1) {
+                        Ok(event) => events.push(event),
+                        // Hand out the events before a corrupt one; the
+                        // next read starts at it and reports it.
+                        Err(_) if !events.is_empty() => return Ok(events),
+                        Err(error) => return Err(error),
+                    }
                 }
             }
             // A short page with committed events held back: they become
