@@ -112,29 +112,40 @@ async fn serve(port: u16) -> Result<(), Error> {
         let _ = tokio::signal::ctrl_c().await;
     };
     orders::http::serve(listener, Arc::clone(&shop), shutdown).await?;
+    println!("stopping the projection runners");
     projections.stop().await
 }
 
 fn print_examples(address: &str) {
-    let h = "-H 'content-type: application/json'";
-    let c = "-H 'x-correlation-id: checkout-42'";
-    println!(
-        "\
-  curl -s -X POST {address}/orders {h} {c} -d '{{\"customer_id\":\"ada\",\"order_id\":\"42\"}}'
-  curl -s -X POST {address}/orders/42/items {h} {c} -d '{{\"sku\":\"TEA-01\",\"quantity\":2,\"unit_price_cents\":450}}'
-  curl -s -X POST {address}/orders/42/items {h} {c} -d '{{\"sku\":\"MUG-02\",\"quantity\":1,\"unit_price_cents\":1200}}'
-  curl -s -X DELETE {address}/orders/42/items/MUG-02 {c}
-  curl -s -X POST {address}/orders/42/ship {h} -d '{{\"tracking_number\":\"TRK-42\"}}'    # 409: not paid
-  curl -s -X POST {address}/orders/42/pay {h} {c} -d '{{\"amount_cents\":900}}'
-  curl -s -X POST {address}/orders/42/ship {h} {c} -d '{{\"tracking_number\":\"TRK-42\"}}'
-  curl -s {address}/orders/42
-  curl -s {address}/orders/42/events
-  curl -s {address}/orders
-  curl -s {address}/customers/ada
-  curl -s {address}/projections
-  curl -s -X POST {address}/projections/customer_totals/rebuild
-"
-    );
+    let json = "-H 'content-type: application/json'";
+    let id = "-H 'x-correlation-id: checkout-42'";
+    let order = format!("{address}/orders/42");
+    for line in [
+        format!(
+            r#"curl -s -X POST {address}/orders {json} {id} -d '{{"customer_id":"ada","order_id":"42"}}'"#
+        ),
+        format!(
+            r#"curl -s -X POST {order}/items {json} {id} -d '{{"sku":"TEA-01","quantity":2,"unit_price_cents":450}}'"#
+        ),
+        format!(
+            r#"curl -s -X POST {order}/items {json} {id} -d '{{"sku":"MUG-02","quantity":1,"unit_price_cents":1200}}'"#
+        ),
+        format!("curl -s -X DELETE {order}/items/MUG-02 {id}"),
+        format!(
+            r#"curl -s -X POST {order}/ship {json} -d '{{"tracking_number":"TRK-42"}}'   # 409: not paid yet"#
+        ),
+        format!(r#"curl -s -X POST {order}/pay {json} {id} -d '{{"amount_cents":900}}'"#),
+        format!(r#"curl -s -X POST {order}/ship {json} {id} -d '{{"tracking_number":"TRK-42"}}'"#),
+        format!("curl -s {order}               # the read model, a moment later"),
+        format!("curl -s {order}/events        # the events and their metadata"),
+        format!("curl -s {address}/orders"),
+        format!("curl -s {address}/customers/ada"),
+        format!("curl -s {address}/projections    # position and lag"),
+        format!("curl -s -X POST {address}/projections/customer_totals/rebuild"),
+    ] {
+        println!("  {line}");
+    }
+    println!();
 }
 
 /// The URL without its password, for printing.
