@@ -42,6 +42,36 @@ use crate::{Event, StreamId, StreamIdError};
 /// assert_eq!(Account::stream_id("42")?.as_str(), "Account-42");
 /// # Ok::<(), es_core::StreamIdError>(())
 /// ```
+///
+/// # The derive's attributes
+///
+/// | Setting | Meaning |
+/// |---|---|
+/// | `event = EventEnum` | the stream's event enum (required) |
+/// | `category = "Order"` | the stream category (default: the struct's name) |
+/// | `snapshot(every = N, version = V)` | save a snapshot when an append crosses a multiple of `N` events; `V` (default 1) is the snapshot format's version |
+/// | `crate = "path"` | the path of `es_core`, when re-exported elsewhere |
+///
+/// With `snapshot`, the state must be `Serialize + DeserializeOwned`: the
+/// derive implements [`to_snapshot`](Self::to_snapshot) and
+/// [`from_snapshot`](Self::from_snapshot) with serde. Raise `version` when
+/// the state's serialized form changes; older snapshots are then ignored and
+/// the stream replayed.
+///
+/// ```
+/// # use es_core::{Aggregate, Event, On};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # struct Deposited { cents: u64 }
+/// # #[derive(Debug, PartialEq, Event)]
+/// # enum AccountEvent { Deposited(Deposited) }
+/// #[derive(Default, Serialize, Deserialize, Aggregate)]
+/// #[es(category = "Account", event = AccountEvent, snapshot(every = 50, version = 1))]
+/// struct Account { balance: u64 }
+/// # impl On<Deposited> for Account { fn on(&mut self, e: Deposited) { self.balance += e.cents } }
+///
+/// assert_eq!(Account::SNAPSHOT.map(|policy| policy.every), Some(50));
+/// ```
 pub trait Aggregate: Default + Send + Sync + 'static {
     /// The events of the aggregate's stream.
     type Event: Event;

@@ -18,7 +18,15 @@
 //! - [`Aggregate`] (`#[derive(Aggregate)]`), [`On`] and [`Decide`]: state
 //!   folded from a stream, which decides on commands;
 //! - [`Repository`]: runs commands with optimistic concurrency, a cache of
-//!   recent states and snapshots.
+//!   recent states and snapshots;
+//! - [`Projection`] (`#[derive(Projection)]`), [`Handle`] and [`Reset`]:
+//!   read models built from the global feed, run by a store's projection
+//!   runner (`es_postgres::ProjectionRunner`).
+//!
+//! The derives' attributes are documented on the traits: [`Event`] (names,
+//! aliases, schema versions, upcasts), [`Aggregate`] (category, snapshots)
+//! and [`Projection`] (name, handled events). `examples/orders` in the
+//! repository puts them together in a small service.
 //!
 //! The PostgreSQL store lives in the `es-postgres` crate. With the `testing`
 //! feature, [`testing`] holds the conformance suite every store passes and

@@ -11,6 +11,79 @@
 use crate::{BoxError, Event, FeedFilter, RecordedEvent};
 
 /// A named projection and the event types it reads.
+///
+/// Derive it with `#[derive(Projection)]`, which also implements
+/// [`Dispatch`]: each recorded event of a handled type is decoded into its
+/// enum and handed to the projection's [`Handle`] implementation for that
+/// enum.
+///
+/// | Setting | Meaning |
+/// |---|---|
+/// | `name = "order_summaries"` | the projection's name (default: the struct's name in snake case) |
+/// | `handles(OrderEvent::Placed, ...)` | the variants it reads, from one or more event enums (required) |
+/// | `crate = "path"` | the path of `es_core`, when re-exported elsewhere |
+///
+/// A variant that is not listed is never read: its stored names are left
+/// out of [`EVENT_TYPES`](Self::EVENT_TYPES), which the runner pushes down
+/// into its feed query. A listed variant that does not exist is a compile
+/// error.
+///
+/// For a PostgreSQL read model, implement `Handle<E, sqlx::PgConnection>`
+/// and `Reset<sqlx::PgConnection>` and run it with
+/// `es_postgres::ProjectionRunner` (exactly once: the handler writes in the
+/// checkpoint's transaction); `examples/orders/src/projections.rs` has two.
+/// For any other sink the context is `()`, as here:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use es_core::{BoxError, Dispatch, Event, Handle, Position, Projection, RecordedEvent, StreamId};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Deposited { cents: u64 }
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Withdrawn { cents: u64 }
+///
+/// #[derive(Debug, Event)]
+/// enum AccountEvent {
+///     Deposited(Deposited),
+///     Withdrawn(Withdrawn),
+/// }
+///
+/// /// The sum of all deposits.
+/// #[derive(Default, Projection)]
+/// #[es(name = "deposits", handles(AccountEvent::Deposited))]
+/// struct Deposits { cents: AtomicU64 }
+///
+/// #[async_trait::async_trait]
+/// impl Handle<AccountEvent, ()> for Deposits {
+///     async fn handle(&self, event: AccountEvent, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
+///         if let AccountEvent::Deposited(deposit) = event {
+///             self.cents.fetch_add(deposit.cents, Ordering::Relaxed);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// assert_eq!(Deposits::NAME, "deposits");
+/// assert_eq!(Deposits::EVENT_TYPES, ["Deposited"]);
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let projection = Deposits::default();
+/// let event = RecordedEvent::new(
+///     AccountEvent::Deposited(Deposited { cents: 250 }).encode()?,
+///     StreamId::new("Account-1")?,
+///     1,
+///     Position::from_parts(1, 1),
+///     chrono::Utc::now(),
+/// );
+/// projection.dispatch(&event, &mut ()).await?;
+/// assert_eq!(projection.cents.load(Ordering::Relaxed), 250);
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// ```
 pub trait Projection: Send + Sync + 'static {
     /// The projection's unique name: it keys the checkpoint, the lease and
     /// the dead letters.

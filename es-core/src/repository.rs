@@ -288,6 +288,47 @@ impl<E> From<LoadError> for CommandError<E> {
 /// to the same streams. A decision that writes nothing, or a refusal, is never trusted
 /// to a cached state alone: the tail is read and the command decided again
 /// when it has new events, so a stale cache cannot cause a wrong refusal.
+///
+/// ```
+/// # use es_core::{Aggregate, Decide, Event, On};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// # struct Deposited { cents: u64 }
+/// # #[derive(Debug, PartialEq, Event)]
+/// # enum AccountEvent { Deposited(Deposited) }
+/// # #[derive(Default, Aggregate)]
+/// # #[es(category = "Account", event = AccountEvent)]
+/// # struct Account { balance: u64 }
+/// # impl On<Deposited> for Account { fn on(&mut self, e: Deposited) { self.balance += e.cents } }
+/// # struct Deposit { cents: u64 }
+/// # #[derive(Debug, PartialEq, thiserror::Error)]
+/// # #[error("a deposit must be positive")]
+/// # struct NotPositive;
+/// # impl Decide<Deposit> for Account {
+/// #     type Error = NotPositive;
+/// #     fn decide(&self, c: &Deposit) -> Result<Vec<AccountEvent>, NotPositive> {
+/// #         if c.cents == 0 { return Err(NotPositive) }
+/// #         Ok(vec![AccountEvent::Deposited(Deposited { cents: c.cents })])
+/// #     }
+/// # }
+/// use es_core::{CommandContext, CommandError, MemoryStore, Repository};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// let accounts = Repository::<Account, _>::new(MemoryStore::new());
+/// let account = Account::stream_id("42")?;
+/// let context = CommandContext::new().with_correlation_id("request-1");
+///
+/// let outcome = accounts.execute(&account, &Deposit { cents: 500 }, &context).await?;
+/// assert_eq!((outcome.stream_version, outcome.attempts), (1, 1));
+///
+/// let refused = accounts.execute(&account, &Deposit { cents: 0 }, &context).await;
+/// assert!(matches!(refused, Err(CommandError::Rejected(NotPositive))));
+///
+/// assert_eq!(accounts.load(&account).await?.state.balance, 500);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Repository<A, S> {
     store: S,
     options: RepositoryOptions,

@@ -2,7 +2,7 @@
 //! with stable stored names, schema versions and upcasting.
 //!
 //! Implement [`Event`] with `#[derive(Event)]` (feature `derive`, on by
-//! default); see the derive's documentation for the attribute syntax.
+//! default); the trait's documentation lists the derive's attributes.
 
 use serde_json::Value;
 
@@ -34,6 +34,73 @@ use crate::{BoxError, NewEvent, Position, RecordedEvent, StreamId};
 /// assert_eq!(new.event_type, "OrderPlaced");
 /// assert_eq!(new.schema_version, 1);
 /// # Ok::<(), es_core::EncodeError>(())
+/// ```
+///
+/// # The derive's attributes
+///
+/// Each variant wraps one payload type (`Serialize + DeserializeOwned`) and
+/// takes these settings in `#[es(...)]`:
+///
+/// | Setting | Meaning |
+/// |---|---|
+/// | `name = "OrderPlaced"` | the stored event type (default: the variant's name); keep it stable |
+/// | `alias = "OrderCreated"` | an older stored name that still decodes to this variant (repeatable) |
+/// | `version = N` | the current schema version of the payload (default 1, never 0) |
+/// | `upcast(from = N, with = path)` | a JSON step from version `N` to `N + 1`: `fn(serde_json::Value) -> Result<Value, E>` with `E: Into<BoxError>` |
+/// | `upcast(from = N, type = OldPayload)` | a typed step: version `N`'s payload type, with `From<OldPayload>` for the next version's type |
+///
+/// On the enum, `#[es(crate = "path")]` names the `es_core` crate when it is
+/// re-exported under another path. The derive rejects, with an error on the
+/// offending token: a duplicate name or alias, version 0, a version without
+/// an upcast step from each older version, and unknown or repeated settings.
+///
+/// Decoding runs the steps in order, from the stored schema version to the
+/// current one. Here version 1 stored euros as a number and version 2 cents
+/// as a `u32`:
+///
+/// ```
+/// use es_core::{Event, NewEvent, Position, RecordedEvent, StreamId};
+/// use serde::{Deserialize, Serialize};
+/// use serde_json::{Value, json};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// struct Placed { total_cents: u64 }
+///
+/// /// Version 2's payload.
+/// #[derive(Deserialize)]
+/// struct PlacedV2 { total_cents: u32 }
+///
+/// impl From<PlacedV2> for Placed {
+///     fn from(old: PlacedV2) -> Self {
+///         Self { total_cents: u64::from(old.total_cents) }
+///     }
+/// }
+///
+/// /// Version 1 to version 2, on the JSON.
+/// fn placed_v1(data: Value) -> Result<Value, String> {
+///     let euros = data["euros"].as_u64().ok_or("no `euros`")?;
+///     Ok(json!({ "total_cents": euros * 100 }))
+/// }
+///
+/// #[derive(Debug, PartialEq, Event)]
+/// enum OrderEvent {
+///     #[es(name = "OrderPlaced", alias = "OrderCreated", version = 3)]
+///     #[es(upcast(from = 1, with = placed_v1), upcast(from = 2, type = PlacedV2))]
+///     Placed(Placed),
+/// }
+///
+/// // An event as a release of schema version 1 stored it.
+/// let old = NewEvent::new("OrderCreated", json!({ "euros": 3 })).with_schema_version(1);
+/// let stored = RecordedEvent::new(
+///     old,
+///     StreamId::new("Order-1")?,
+///     1,
+///     Position::from_parts(1, 1),
+///     chrono::Utc::now(),
+/// );
+/// assert_eq!(OrderEvent::decode(&stored)?, OrderEvent::Placed(Placed { total_cents: 300 }));
+/// assert_eq!(OrderEvent::EVENT_TYPES, ["OrderPlaced", "OrderCreated"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event enum",

@@ -22,22 +22,61 @@ mod parse;
 mod validate;
 
 /// Derives `es_core::Event` for an enum whose variants each wrap one payload
-/// type. See the `es_core::Event` documentation for the attributes.
+/// type: stored names, schema versions and the upcast chain.
+///
+/// ```text
+/// #[derive(Event)]
+/// enum OrderEvent {
+///     #[es(name = "OrderPlaced", alias = "OrderCreated")]
+///     Placed(OrderPlaced),
+///     #[es(version = 2, upcast(from = 1, with = item_added_v1))]
+///     ItemAdded(ItemAdded),
+///     #[es(version = 3, upcast(from = 1, with = v1_to_v2), upcast(from = 2, type = ShippedV2))]
+///     Shipped(Shipped),
+/// }
+/// ```
+///
+/// Variant settings: `name`, `alias` (repeatable), `version` (default 1),
+/// `upcast(from = N, with = json_fn)` and `upcast(from = N, type = OldPayload)`.
+/// Enum setting: `crate = "path"`. The `es_core::Event` trait documents each
+/// one, with a compiled example.
 #[proc_macro_derive(Event, attributes(es))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     expand::event(input.into()).into()
 }
 
-/// Derives `es_core::Projection` and `es_core::Dispatch` for a struct:
-/// `#[es(name = "...", handles(EventEnum::Variant, ...))]`. See the
-/// `es_core::Projection` documentation.
+/// Derives `es_core::Projection` and `es_core::Dispatch` for a struct: its
+/// name and the events it reads, dispatched to its `es_core::Handle`
+/// implementation for each event enum.
+///
+/// ```text
+/// #[derive(Projection)]
+/// #[es(name = "order_summaries", handles(OrderEvent::Placed, OrderEvent::Paid))]
+/// struct OrderSummaries;
+/// ```
+///
+/// Settings: `name` (default: the struct's name in snake case), `handles`
+/// (required), `crate = "path"`. The `es_core::Projection` trait documents
+/// them, with a compiled example.
 #[proc_macro_derive(Projection, attributes(es))]
 pub fn derive_projection(input: TokenStream) -> TokenStream {
     expand::projection(input.into()).into()
 }
 
-/// Derives `es_core::Aggregate` for a struct. See the `es_core::Aggregate`
-/// documentation for the attributes.
+/// Derives `es_core::Aggregate` for a struct: its stream category, its
+/// event enum, `apply` (each variant to the struct's `es_core::On` handler
+/// for the payload type; a missing one is a compile error) and, optionally,
+/// snapshots.
+///
+/// ```text
+/// #[derive(Default, Serialize, Deserialize, Aggregate)]
+/// #[es(category = "Order", event = OrderEvent, snapshot(every = 50, version = 1))]
+/// struct Order { /* ... */ }
+/// ```
+///
+/// Settings: `event` (required), `category` (default: the struct's name),
+/// `snapshot(every = N, version = V)`, `crate = "path"`. The
+/// `es_core::Aggregate` trait documents them, with a compiled example.
 #[proc_macro_derive(Aggregate, attributes(es))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     expand::aggregate(input.into()).into()

@@ -17,6 +17,60 @@
 //!
 //! With the `local` feature (on by default), [`local`] starts a throwaway
 //! PostgreSQL cluster for tests and examples when `DATABASE_URL` is unset.
+//!
+//! Read models are kept by a [`ProjectionRunner`] per projection: it follows
+//! the feed from a checkpoint stored in the store's schema, one runner per
+//! projection name at a time (an advisory-lock lease), with an error policy
+//! ([`ErrorPolicy`]), rebuilds on request ([`request_rebuild`]) and an
+//! observable position and lag ([`projection_status`]).
+//!
+//! The command path works on [`PgEventStore`] as on any store: a
+//! [`Repository`](es_core::Repository) over it loads aggregates from their
+//! latest snapshot and tail, and appends with optimistic concurrency.
+//!
+//! ```no_run
+//! use es_core::{Aggregate, CommandContext, Decide, Event, On, Repository};
+//! use es_postgres::{PgEventStore, PgStoreConfig};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! struct Deposited { cents: u64 }
+//!
+//! #[derive(Debug, Event)]
+//! enum AccountEvent { Deposited(Deposited) }
+//!
+//! #[derive(Default, Serialize, Deserialize, Aggregate)]
+//! #[es(category = "Account", event = AccountEvent, snapshot(every = 100))]
+//! struct Account { balance: u64 }
+//!
+//! impl On<Deposited> for Account {
+//!     fn on(&mut self, event: Deposited) { self.balance += event.cents; }
+//! }
+//!
+//! struct Deposit { cents: u64 }
+//!
+//! impl Decide<Deposit> for Account {
+//!     type Error = std::convert::Infallible;
+//!     fn decide(&self, command: &Deposit) -> Result<Vec<AccountEvent>, Self::Error> {
+//!         Ok(vec![AccountEvent::Deposited(Deposited { cents: command.cents })])
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PgEventStore::connect("postgres://localhost/bank", PgStoreConfig::default()).await?;
+//! store.migrate().await?;
+//! let accounts = Repository::<Account, _>::new(store);
+//! let context = CommandContext::new().with_correlation_id("request-7");
+//! let outcome = accounts
+//!     .execute(&Account::stream_id("42")?, &Deposit { cents: 500 }, &context)
+//!     .await?;
+//! println!("account 42 is at version {}", outcome.stream_version);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/orders` in the repository is a complete service on this crate:
+//! an aggregate, upcasting, snapshots, two read models and an HTTP API.
 
 mod config;
 mod error;

@@ -274,6 +274,77 @@ pub struct ProjectionStatus {
 ///
 /// `D` is [`ExactlyOnce`] (the default; a PostgreSQL read model) or
 /// [`AtLeastOnce`] (another sink).
+///
+/// A PostgreSQL read model handles its events in the transaction that also
+/// moves its checkpoint, and truncates its table for a rebuild:
+///
+/// ```no_run
+/// use es_core::{BoxError, Event, Handle, Projection, RecordedEvent, Reset};
+/// use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig};
+/// use serde::{Deserialize, Serialize};
+/// use sqlx::PgConnection;
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Deposited { cents: i64 }
+///
+/// #[derive(Debug, Event)]
+/// enum AccountEvent { Deposited(Deposited) }
+///
+/// /// `CREATE TABLE balances (account text PRIMARY KEY, cents bigint NOT NULL)`
+/// #[derive(Projection)]
+/// #[es(name = "balances", handles(AccountEvent::Deposited))]
+/// struct Balances;
+///
+/// #[async_trait::async_trait]
+/// impl Handle<AccountEvent, PgConnection> for Balances {
+///     async fn handle(
+///         &self,
+///         event: AccountEvent,
+///         envelope: &RecordedEvent,
+///         tx: &mut PgConnection,
+///     ) -> Result<(), BoxError> {
+///         let AccountEvent::Deposited(deposit) = event;
+///         sqlx::query(
+///             "INSERT INTO balances (account, cents) VALUES ($1, $2) \
+///              ON CONFLICT (account) DO UPDATE SET cents = balances.cents + EXCLUDED.cents",
+///         )
+///         .bind(envelope.stream_id.as_str())
+///         .bind(deposit.cents)
+///         .execute(tx)
+///         .await?;
+///         Ok(())
+///     }
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl Reset<PgConnection> for Balances {
+///     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+///         sqlx::query("TRUNCATE balances").execute(tx).await?;
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PgEventStore::connect("postgres://localhost/app", PgStoreConfig::default()).await?;
+/// store.migrate().await?;
+/// let runner: ProjectionRunner<Balances> =
+///     ProjectionRunner::new(store.clone(), Balances, RunnerConfig::default());
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let running = tokio::spawn(async move {
+///     runner.run(async { let _ = stopped.await; }).await
+/// });
+///
+/// // Later: how far behind is it?
+/// let status = es_postgres::projection_status(&store, &[(Balances::NAME, Balances::EVENT_TYPES)]).await?;
+/// println!("{} at {}, {} events behind", status[0].name, status[0].position, status[0].lag);
+///
+/// // Ask for a rebuild, then shut down after the batch in progress.
+/// es_postgres::request_rebuild(&store, Balances::NAME).await?;
+/// let _ = stop.send(());
+/// running.await??;
+/// # Ok(())
+/// # }
+/// ```
 pub struct ProjectionRunner<P, D = ExactlyOnce> {
     store: PgEventStore,
     projection: Arc<P>,

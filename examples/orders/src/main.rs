@@ -1,0 +1,170 @@
+//! `orders`: the demo (no arguments) or the HTTP API (`serve`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use es_postgres::{PgEventStore, PgStoreConfig, local};
+use orders::Error;
+use orders::service::{Projections, Shop};
+
+const USAGE: &str = "\
+usage: orders               run the scripted demo against a throwaway database
+       orders serve [--port N]
+                            serve the HTTP API on 127.0.0.1 (port: --port, PORT, or 3000)
+
+PostgreSQL: the server named by DATABASE_URL, or else a throwaway cluster
+started from the local server binaries and removed on exit.";
+
+enum Mode {
+    Demo,
+    Serve { port: u16 },
+    Help,
+}
+
+fn parse_args() -> Result<Mode, String> {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        None => Ok(Mode::Demo),
+        Some("-h" | "--help" | "help") => Ok(Mode::Help),
+        Some("serve") => {
+            let mut port = std::env::var("PORT").ok();
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--port" => port = Some(args.next().ok_or("--port needs a value")?),
+                    other => return Err(format!("unknown argument {other:?}")),
+                }
+            }
+            let port = match port {
+                Some(text) => text.parse().map_err(|_| format!("invalid port {text:?}"))?,
+                None => 3000,
+            };
+            Ok(Mode::Serve { port })
+        }
+        Some(other) => Err(format!("unknown command {other:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let mode = match parse_args() {
+        Ok(mode) => mode,
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match mode {
+            Mode::Help => {
+                println!("{USAGE}");
+                Ok(())
+            }
+            Mode::Demo => demo().await,
+            Mode::Serve { port } => serve(port).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo, in a fresh database: its order ids are fixed.
+async fn demo() -> Result<(), Error> {
+    let postgres = local::shared().await?;
+    let url = postgres.create_database().await?;
+    println!("PostgreSQL: {}", redact(&url));
+    let store = PgEventStore::connect(&url, PgStoreConfig::default()).await?;
+    let mut stdout = std::io::stdout();
+    orders::demo::run(store, &mut stdout).await?;
+    Ok(())
+}
+
+async fn serve(port: u16) -> Result<(), Error> {
+    let postgres = local::shared().await?;
+    let store = PgEventStore::connect(postgres.url(), PgStoreConfig::default()).await?;
+    let shop = Arc::new(Shop::open(store).await?);
+    let projections = Projections::start(shop.store());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let address = listener.local_addr()?;
+    println!("PostgreSQL: {}", redact(postgres.url()));
+    println!("orders API on http://{address} (Ctrl-C stops it). Try:\n");
+    print_examples(&address.to_string());
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    orders::http::serve(listener, Arc::clone(&shop), shutdown).await?;
+    println!("stopping the projection runners");
+    projections.stop().await
+}
+
+fn print_examples(address: &str) {
+    let json = "-H 'content-type: application/json'";
+    let id = "-H 'x-correlation-id: checkout-42'";
+    let order = format!("{address}/orders/42");
+    for line in [
+        format!(
+            r#"curl -s -X POST {address}/orders {json} {id} -d '{{"customer_id":"ada","order_id":"42"}}'"#
+        ),
+        format!(
+            r#"curl -s -X POST {order}/items {json} {id} -d '{{"sku":"TEA-01","quantity":2,"unit_price_cents":450}}'"#
+        ),
+        format!(
+            r#"curl -s -X POST {order}/items {json} {id} -d '{{"sku":"MUG-02","quantity":1,"unit_price_cents":1200}}'"#
+        ),
+        format!("curl -s -X DELETE {order}/items/MUG-02 {id}"),
+        format!(
+            r#"curl -s -X POST {order}/ship {json} -d '{{"tracking_number":"TRK-42"}}'   # 409: not paid yet"#
+        ),
+        format!(r#"curl -s -X POST {order}/pay {json} {id} -d '{{"amount_cents":900}}'"#),
+        format!(r#"curl -s -X POST {order}/ship {json} {id} -d '{{"tracking_number":"TRK-42"}}'"#),
+        format!("curl -s {order}               # the read model, a moment later"),
+        format!("curl -s {order}/events        # the events and their metadata"),
+        format!("curl -s {address}/orders"),
+        format!("curl -s {address}/customers/ada"),
+        format!("curl -s {address}/projections    # position and lag"),
+        format!("curl -s -X POST {address}/projections/customer_totals/rebuild"),
+    ] {
+        println!("  {line}");
+    }
+    println!();
+}
+
+/// The URL without its password, for printing.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}

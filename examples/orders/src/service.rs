@@ -1,0 +1,247 @@
+//! The service around the aggregate: the store and repository
+//! ([`Shop`]), and the projection runners ([`Projections`]).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use es_core::{
+    Aggregate, CommandContext, CommandError, CommandOutcome, Decide, Dispatch, Projection,
+    Repository, RepositoryOptions, Reset, StreamId,
+};
+use es_postgres::{
+    PgEventStore, ProjectionError, ProjectionRunner, ProjectionStatus, RunnerConfig,
+    projection_status,
+};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::domain::{Order, OrderError};
+use crate::projections::{CustomerTotals, OrderSummaries, PROJECTIONS, create_read_models};
+
+/// An order id that cannot name a stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid order id {0:?}: use 1 to 64 ASCII letters, digits, `-` and `_`")]
+pub struct InvalidOrderId(pub String);
+
+/// The stream of order `order_id`: `Order-{order_id}`.
+///
+/// # Errors
+///
+/// [`InvalidOrderId`] unless the id is 1 to 64 ASCII letters, digits, `-`
+/// and `_` (so that it reads well in a URL and in the stream id).
+pub fn order_stream(order_id: &str) -> Result<StreamId, InvalidOrderId> {
+    let valid = (1..=64).contains(&order_id.len())
+        && order_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(InvalidOrderId(order_id.to_owned()));
+    }
+    Order::stream_id(order_id).map_err(|_| InvalidOrderId(order_id.to_owned()))
+}
+
+/// The order service: the event store, and a repository that runs commands
+/// against orders.
+#[derive(Debug)]
+pub struct Shop {
+    store: PgEventStore,
+    orders: Repository<Order, PgEventStore>,
+}
+
+impl Shop {
+    /// Prepares `store` (its migrations, then the read models' tables) and
+    /// opens the shop on it with a default repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migrate`] or [`Error::Sql`] when the schema cannot be
+    /// created.
+    pub async fn open(store: PgEventStore) -> Result<Self, Error> {
+        Self::open_with(store, RepositoryOptions::default()).await
+    }
+
+    /// As [`open`](Self::open), with repository options.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub async fn open_with(store: PgEventStore, options: RepositoryOptions) -> Result<Self, Error> {
+        store.migrate().await?;
+        create_read_models(store.pool()).await?;
+        Ok(Self {
+            orders: Repository::with_options(store.clone(), options),
+            store,
+        })
+    }
+
+    /// The event store.
+    #[must_use]
+    pub fn store(&self) -> &PgEventStore {
+        &self.store
+    }
+
+    /// The database pool, for the read models.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    /// The repository of orders.
+    #[must_use]
+    pub fn orders(&self) -> &Repository<Order, PgEventStore> {
+        &self.orders
+    }
+
+    /// Runs `command` against the order `stream` (see [`order_stream`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::execute`]: [`CommandError::Rejected`] with the
+    /// order's [`OrderError`], [`CommandError::Conflict`] when other writers
+    /// kept changing the order, or a store failure.
+    pub async fn execute<C>(
+        &self,
+        stream: &StreamId,
+        command: &C,
+        context: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError<OrderError>>
+    where
+        Order: Decide<C, Error = OrderError>,
+        C: Sync,
+    {
+        self.orders.execute(stream, command, context).await
+    }
+}
+
+/// One projection runner running in a task.
+#[derive(Debug)]
+pub struct RunningProjection {
+    name: &'static str,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), ProjectionError>>,
+}
+
+impl RunningProjection {
+    /// Starts an exactly-once runner of `projection` over `store`'s feed.
+    #[must_use]
+    pub fn spawn<P>(store: &PgEventStore, projection: P) -> Self
+    where
+        P: Projection + Dispatch<PgConnection> + Reset<PgConnection>,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = RunnerConfig::default().standby_interval(Duration::from_millis(100));
+        let runner: ProjectionRunner<P> = ProjectionRunner::new(store.clone(), projection, config);
+        let task = tokio::spawn(async move {
+            runner
+                .run(async {
+                    // A dropped sender means stop as well.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Self {
+            name: P::NAME,
+            stop,
+            task,
+        }
+    }
+
+    /// The projection's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Stops the runner after the batch in progress and waits for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Projection`] when the runner had stopped on an error, or
+    /// [`Error::Task`] when its task panicked.
+    pub async fn stop(self) -> Result<(), Error> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// The runners of the shop's two projections.
+#[derive(Debug)]
+pub struct Projections {
+    /// `order_summaries`.
+    pub summaries: RunningProjection,
+    /// `customer_totals`.
+    pub customers: RunningProjection,
+}
+
+impl Projections {
+    /// Starts both runners.
+    #[must_use]
+    pub fn start(store: &PgEventStore) -> Self {
+        Self {
+            summaries: RunningProjection::spawn(store, OrderSummaries),
+            customers: RunningProjection::spawn(store, CustomerTotals),
+        }
+    }
+
+    /// Stops both runners.
+    ///
+    /// # Errors
+    ///
+    /// As [`RunningProjection::stop`].
+    pub async fn stop(self) -> Result<(), Error> {
+        let summaries = self.summaries.stop().await;
+        let customers = self.customers.stop().await;
+        summaries.and(customers)
+    }
+}
+
+/// The status of the shop's projections.
+///
+/// # Errors
+///
+/// [`Error::Store`] when the status cannot be read.
+pub async fn status(store: &PgEventStore) -> Result<Vec<ProjectionStatus>, Error> {
+    Ok(projection_status(store, &PROJECTIONS).await?)
+}
+
+/// Polls the status of the projections named in `names` until each has
+/// applied every event of its types (lag 0) and `also` holds, for at most
+/// `within`; returns the last status.
+///
+/// # Errors
+///
+/// [`Error::Timeout`] when they do not catch up in time, [`Error::Store`]
+/// when the status cannot be read, or `also`'s error.
+pub async fn wait_for_projections<F, Fut>(
+    store: &PgEventStore,
+    names: &[&str],
+    within: Duration,
+    mut also: F,
+) -> Result<Vec<ProjectionStatus>, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, Error>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let statuses = status(store).await?;
+        let caught_up = names.iter().all(|name| {
+            statuses
+                .iter()
+                .any(|s| s.name == *name && s.lag == 0 && s.state == "running")
+        });
+        if caught_up && also().await? {
+            return Ok(statuses);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: "the projections to catch up",
+                within,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

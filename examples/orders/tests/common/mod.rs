@@ -1,0 +1,15 @@
+//! A fresh database per test, on `DATABASE_URL` or the throwaway cluster.
+
+use es_postgres::{PgEventStore, PgStoreConfig, local};
+
+/// A store in a new, empty database (not yet migrated).
+pub(crate) async fn fresh_store() -> PgEventStore {
+    let server = local::shared().await.expect("a local PostgreSQL");
+    let url = server
+        .create_database()
+        .await
+        .expect("creating a test database");
+    PgEventStore::connect(&url, PgStoreConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
