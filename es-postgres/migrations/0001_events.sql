@@ -61,7 +61,14 @@ CREATE TRIGGER events_immutable_table
 -- the stream's last writer's; nothing written).
 --
 -- Expected kinds: 0 any, 1 no stream, 2 stream exists, 3 exact.
-CREATE FUNCTION append_events(
+--
+-- The function is created through format() so that its body names the
+-- schema's tables directly: a `SET search_path` clause would cost a
+-- configuration change on every call.
+DO $migration$
+BEGIN
+EXECUTE format($function$
+CREATE FUNCTION %1$I.append_events(
     p_stream            text,
     p_expected_kind     smallint,
     p_expected          bigint,
@@ -78,12 +85,11 @@ CREATE FUNCTION append_events(
     OUT seqs            bigint[]
 )
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
 -- Every statement here has an index to use. Plans are cached per session,
 -- and a plan made while the tables were small (or before statistics
 -- existed) would otherwise keep scanning the whole events table.
 SET enable_seqscan TO off
-AS $$
+AS $body$
 DECLARE
     n           integer := coalesce(array_length(p_ids, 1), 0);
     found_ids   uuid[];
@@ -97,15 +103,15 @@ BEGIN
     -- Serialize appends to this stream before the first write, so that this
     -- transaction's id is newer than the previous writer's. Advisory locks
     -- do not assign a transaction id.
-    PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || p_stream, 7305));
+    PERFORM pg_advisory_xact_lock(hashtextextended(%2$L || p_stream, 7305));
 
     -- One probe reads the stream's row and tells whether any id of the
     -- batch is stored already; most batches are new, and only a batch with
     -- a stored id pays for the detailed comparison below.
-    SELECT s.version, s.last_tx_id, (n > 0 AND EXISTS (SELECT FROM events WHERE event_id = ANY (p_ids)))
+    SELECT s.version, s.last_tx_id, (n > 0 AND EXISTS (SELECT FROM %1$I.events WHERE event_id = ANY (p_ids)))
       INTO actual, last_tx, stored
       FROM (SELECT) AS one
-      LEFT JOIN streams s ON s.stream_id = p_stream;
+      LEFT JOIN %1$I.streams s ON s.stream_id = p_stream;
     actual := coalesce(actual, 0);
 
     IF stored THEN
@@ -116,7 +122,7 @@ BEGIN
                array_agg(e.seq ORDER BY u.ord)
           INTO found_ids, found_strs, found_vers, tx_ids, seqs
           FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
-          JOIN events e ON e.event_id = u.id;
+          JOIN %1$I.events e ON e.event_id = u.id;
 
         IF found_ids IS NOT NULL THEN
             conflict_id := found_ids[1];
@@ -173,14 +179,14 @@ BEGIN
     END IF;
 
     WITH inserted AS (
-        INSERT INTO events (event_id, stream_id, version, event_type, schema_version, data, metadata)
+        INSERT INTO %1$I.events (event_id, stream_id, version, event_type, schema_version, data, metadata)
         SELECT u.id, p_stream, actual + u.ord, u.typ, u.sv, u.d, u.m
           FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
                WITH ORDINALITY AS u(id, typ, sv, d, m, ord)
          ORDER BY u.ord
         RETURNING seq, version
     ), stream AS (
-        INSERT INTO streams (stream_id, version, last_tx_id)
+        INSERT INTO %1$I.streams (stream_id, version, last_tx_id)
         VALUES (p_stream, actual + n, pg_current_xact_id())
         ON CONFLICT (stream_id) DO UPDATE
             SET version = EXCLUDED.version, last_tx_id = EXCLUDED.last_tx_id
@@ -194,8 +200,15 @@ BEGIN
     -- Wake listeners in other processes, but let only one concurrent
     -- committer pay for NOTIFY (it serializes commits on a global lock);
     -- the others' events are found by the reader's next read or poll.
-    IF pg_try_advisory_xact_lock(hashtextextended('es-notify:' || current_schema(), 7305)) THEN
-        PERFORM pg_notify('es_events_' || current_schema(), '');
+    IF pg_try_advisory_xact_lock(hashtextextended(%3$L, 7305)) THEN
+        PERFORM pg_notify(%4$L, '');
     END IF;
 END
-$$;
+$body$
+$function$,
+    current_schema(),
+    current_schema() || ':',
+    'es-notify:' || current_schema(),
+    'es_events_' || current_schema());
+END
+$migration$;
