@@ -77,6 +77,7 @@ CREATE FUNCTION %1$I.append_events(
     p_schema_versions   integer[],
     p_data              jsonb[],
     p_metadata          jsonb[],
+    p_check             boolean,
     OUT outcome         smallint,
     OUT actual          bigint,
     OUT conflict_id     uuid,
@@ -98,23 +99,29 @@ DECLARE
     last_tx     xid8;
     i           integer;
     passes      boolean;
-    stored      boolean;
 BEGIN
     -- Serialize appends to this stream before the first write, so that this
     -- transaction's id is newer than the previous writer's. Advisory locks
     -- do not assign a transaction id.
     PERFORM pg_advisory_xact_lock(hashtextextended(%2$L || p_stream, 7305));
 
-    -- One probe reads the stream's row and tells whether any id of the
-    -- batch is stored already; most batches are new, and only a batch with
-    -- a stored id pays for the detailed comparison below.
-    SELECT s.version, s.last_tx_id, (n > 0 AND EXISTS (SELECT FROM %1$I.events WHERE event_id = ANY (p_ids)))
-      INTO actual, last_tx, stored
-      FROM (SELECT) AS one
-      LEFT JOIN %1$I.streams s ON s.stream_id = p_stream;
+    SELECT s.version, s.last_tx_id INTO actual, last_tx
+      FROM %1$I.streams s WHERE s.stream_id = p_stream;
     actual := coalesce(actual, 0);
+    passes := CASE p_expected_kind
+        WHEN 0 THEN true
+        WHEN 1 THEN actual = 0
+        WHEN 2 THEN actual > 0
+        ELSE actual = p_expected
+    END;
 
-    IF stored THEN
+    -- Is this batch (or part of it) stored already? A new batch needs no
+    -- lookup: when the version check passes, the insert below meets any
+    -- stored id in the event-id index and fails with a unique violation,
+    -- and the caller runs the function again with p_check. Only a failed
+    -- version check (a retry of an Exact or NoStream append) and that second
+    -- run look the ids up here.
+    IF n > 0 AND (p_check OR NOT passes) THEN
         SELECT array_agg(e.event_id ORDER BY u.ord),
                array_agg(e.stream_id ORDER BY u.ord),
                array_agg(e.version ORDER BY u.ord),
@@ -149,17 +156,10 @@ BEGIN
             actual := found_vers[n];
             RETURN;
         END IF;
+        tx_ids := NULL;
+        seqs := NULL;
     END IF;
-    tx_ids := NULL;
-    seqs := NULL;
-    conflict_id := NULL;
 
-    passes := CASE p_expected_kind
-        WHEN 0 THEN true
-        WHEN 1 THEN actual = 0
-        WHEN 2 THEN actual > 0
-        ELSE actual = p_expected
-    END;
     IF NOT passes THEN
         outcome := 2;
         RETURN;

@@ -84,7 +84,7 @@ impl Queries {
         Self {
             append: format!(
                 "SELECT outcome, actual, conflict_id, first_version, tx_ids, seqs \
-                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7, $8)"
+                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             read_forward: format!(
                 "SELECT {COLUMNS} FROM {events} \
@@ -230,11 +230,15 @@ impl PgEventStore {
         self.inner.wakeups.wake();
     }
 
+    /// Runs the append function once. With `check`, it looks the batch's
+    /// ids up even when the version check passes (after a unique violation
+    /// showed that some are stored).
     async fn append_once(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
+        check: bool,
     ) -> Result<Attempt, Failure> {
         let (kind, exact) = match expected {
             ExpectedVersion::Any => (0i16, 0i64),
@@ -251,6 +255,7 @@ impl PgEventStore {
             .bind(&batch.schema_versions)
             .bind(&batch.data)
             .bind(&batch.metadata)
+            .bind(check)
             .fetch_one(&self.inner.pool)
             .await
             .map_err(|e| classify("append", e))?;
@@ -437,9 +442,10 @@ impl EventStore for PgEventStore {
         let written = !events.is_empty();
         let batch = Batch::new(events);
         let mut attempts = 0;
+        let mut check = false;
         loop {
             attempts += 1;
-            match self.append_once(stream, expected, &batch).await {
+            match self.append_once(stream, expected, &batch, check).await {
                 Ok(Attempt::Done(result)) => {
                     if written && !result.idempotent_replay {
                         self.inner.wakeups.wake();
@@ -450,6 +456,9 @@ impl EventStore for PgEventStore {
                     if attempts <= self.inner.config.retries() =>
                 {
                     tracing::debug!(%stream, attempts, "append lost a race; retrying");
+                    // A unique violation means some ids are stored: the next
+                    // run looks them up (replay or conflict).
+                    check = true;
                 }
                 Ok(Attempt::Retry) | Err(Failure::Retry) => {
                     return Err(StoreError::backend(
