@@ -1,6 +1,7 @@
 //! Stream identifiers: `{Category}-{id}`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -32,7 +33,9 @@ pub enum StreamIdError {
 
 /// The id of an event stream, validated on construction.
 ///
-/// A stream id is 1 to 255 bytes of UTF-8 without control characters. By
+/// A stream id is 1 to 255 bytes of UTF-8 without control characters.
+/// Cloning one is cheap (the text is shared), so every event read from a
+/// stream can carry its id. By
 /// convention it reads `{Category}-{id}` (`Order-abc123`); the
 /// [category](Self::category) is the text before the first `-`, or the whole
 /// id when it has none.
@@ -46,7 +49,7 @@ pub enum StreamIdError {
 /// # Ok::<(), es_core::StreamIdError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId(Box<str>);
+pub struct StreamId(Arc<str>);
 
 impl StreamId {
     /// Validates `id` and wraps it.
@@ -58,7 +61,7 @@ impl StreamId {
     pub fn new(id: impl Into<String>) -> Result<Self, StreamIdError> {
         let id = id.into();
         validate(&id)?;
-        Ok(Self(id.into_boxed_str()))
+        Ok(Self(Arc::from(id)))
     }
 
     /// Builds `{category}-{id}`, validating the result.

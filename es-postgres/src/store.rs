@@ -382,8 +382,13 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Xid8 {
 }
 
 /// Reads a row of the events table back into a recorded event; the event's
-/// columns ([`COLUMNS`]) start at index `first`.
-fn decode_event(row: &PgRow, first: usize) -> Result<RecordedEvent, StoreError> {
+/// columns ([`COLUMNS`]) start at index `first`. `known` is the stream the
+/// rows were read from, if it is one.
+fn decode_event(
+    row: &PgRow,
+    first: usize,
+    known: Option<&StreamId>,
+) -> Result<RecordedEvent, StoreError> {
     let corrupt = |location: String, reason: String| StoreError::CorruptEvent { location, reason };
     let seq: i64 = row
         .try_get(first + 4)
@@ -395,8 +400,12 @@ fn decode_event(row: &PgRow, first: usize) -> Result<RecordedEvent, StoreError> 
     let at = || format!("position {position}");
     let field = |e: sqlx::Error| corrupt(at(), e.to_string());
     let stream: &str = row.try_get(first + 1).map_err(field)?;
-    let stream_id =
-        StreamId::new(stream).map_err(|e| corrupt(at(), format!("stream id {stream:?}: {e}")))?;
+    // Rows of a stream read all carry the id asked for: share it.
+    let stream_id = match known {
+        Some(id) if id.as_str() == stream => id.clone(),
+        _ => StreamId::new(stream)
+            .map_err(|e| corrupt(at(), format!("stream id {stream:?}: {e}")))?,
+    };
     let version: i64 = row.try_get(first + 2).map_err(field)?;
     let version =
         u64::try_from(version).map_err(|_| corrupt(at(), format!("negative version {version}")))?;
@@ -490,7 +499,9 @@ impl EventStore for PgEventStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| read_error("read stream", e))?;
-        rows.iter().map(|row| decode_event(row, 0)).collect()
+        rows.iter()
+            .map(|row| decode_event(row, 0, Some(stream)))
+            .collect()
     }
 
     async fn read_all(
@@ -532,7 +543,7 @@ impl EventStore for PgEventStore {
                 let present: Option<i64> =
                     row.try_get(5).map_err(|e| read_error("read feed", e))?;
                 if present.is_some() {
-                    match decode_event(row, 1) {
+                    match decode_event(row, 1, None) {
                         Ok(event) => events.push(event),
                         // Hand out the events before a corrupt one; the
                         // next read starts at it and reports it.

@@ -98,8 +98,20 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<RawEvent, sqlx::Error> {
     })
 }
 
+/// Loads an account by hand: SELECT the stream's events in version order,
+/// decode them, and fold their amounts into a balance. Returns the version
+/// and the balance; the rows are dropped inside, as the framework's are.
+pub(crate) async fn load_account(pool: &PgPool, stream: &str) -> Result<(i64, u64), sqlx::Error> {
+    let events = load_stream(pool, stream).await?;
+    let balance = events
+        .iter()
+        .filter_map(|e| e.data.get("cents").and_then(Value::as_u64))
+        .sum();
+    Ok((events.last().map_or(0, |e| e.version), balance))
+}
+
 /// SELECT one stream's events in version order and decode them.
-pub(crate) async fn load_stream(pool: &PgPool, stream: &str) -> Result<Vec<RawEvent>, sqlx::Error> {
+async fn load_stream(pool: &PgPool, stream: &str) -> Result<Vec<RawEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT event_id, stream_id, version, event_type, data, metadata \
          FROM es.events WHERE stream_id = $1 ORDER BY version",
