@@ -37,6 +37,16 @@ CREATE TABLE events (
 CREATE INDEX events_category_feed ON events (category, tx_id, seq);
 CREATE INDEX events_type_feed ON events (event_type, tx_id, seq);
 
+-- Sessions listening for appends (one row per listening connection, kept by
+-- es-postgres/src/notify.rs). An append sends NOTIFY only when this table
+-- has a row: with no listener in any process, NOTIFY's commit-time cost buys
+-- nothing. A row left by a session that died only costs needless
+-- notifications until the next listener to start removes it.
+CREATE TABLE listeners (
+    pid     integer     PRIMARY KEY,
+    since   timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE FUNCTION reject_event_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -197,10 +207,11 @@ BEGIN
     actual := actual + n;
     outcome := 0;
 
-    -- Wake listeners in other processes, but let only one concurrent
-    -- committer pay for NOTIFY (it serializes commits on a global lock);
-    -- the others' events are found by the reader's next read or poll.
-    IF pg_try_advisory_xact_lock(hashtextextended(%3$L, 7305)) THEN
+    -- Wake listeners in other processes, if there are any, but let only one
+    -- concurrent committer pay for NOTIFY (it serializes commits on a global
+    -- lock); the others' events are found by the reader's next read or poll.
+    IF pg_try_advisory_xact_lock(hashtextextended(%3$L, 7305))
+        AND EXISTS (SELECT FROM %1$I.listeners) THEN
         PERFORM pg_notify(%4$L, '');
     END IF;
 END

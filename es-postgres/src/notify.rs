@@ -31,7 +31,13 @@ impl Wakeups {
     }
 
     /// A receiver of wake-ups, starting the LISTEN task on first use.
-    pub(crate) fn subscribe(&self, pool: &PgPool, channel: String) -> watch::Receiver<u64> {
+    /// `listeners` is the schema's table of listening sessions.
+    pub(crate) fn subscribe(
+        &self,
+        pool: &PgPool,
+        channel: String,
+        listeners: String,
+    ) -> watch::Receiver<u64> {
         let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         if listener.is_none()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -40,6 +46,7 @@ impl Wakeups {
             runtime.spawn(listen(
                 pool.clone(),
                 channel,
+                listeners,
                 Arc::clone(&self.signal),
                 stopped,
             ));
@@ -56,20 +63,37 @@ fn bump(signal: &watch::Sender<u64>) {
 /// Forwards NOTIFYs on `channel` to `signal` until `stopped` resolves.
 /// A lost connection is re-established with backoff; since notifications
 /// sent meanwhile are gone, every reconnect also wakes the subscribers.
+///
+/// Each listening session registers its backend pid in `listeners`, because
+/// appends only send NOTIFY while that table has a row; a session that comes
+/// back after a lost connection registers again.
 async fn listen(
     pool: PgPool,
     channel: String,
+    listeners: String,
     signal: Arc<watch::Sender<u64>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let register = format!(
+        "WITH gone AS (DELETE FROM {listeners} \
+         WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)) \
+         INSERT INTO {listeners} (pid) VALUES (pg_backend_pid()) \
+         ON CONFLICT (pid) DO UPDATE SET since = now()"
+    );
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(&channel).await?;
+            sqlx::query(&register).execute(&mut listener).await?;
             bump(&signal);
             loop {
-                listener.recv().await?;
+                if listener.try_recv().await?.is_none() {
+                    // The connection was lost and has been re-established
+                    // as a new session: notifications may have been missed,
+                    // and the new session must register.
+                    sqlx::query(&register).execute(&mut listener).await?;
+                }
                 bump(&signal);
             }
             #[allow(unreachable_code)]

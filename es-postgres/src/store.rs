@@ -180,12 +180,19 @@ impl PgEventStore {
 
     /// Connects a pool of up to 10 connections to `url` and builds a store.
     ///
+    /// The pool does not test a connection before handing it out (a round
+    /// trip per operation): an append whose connection turns out broken runs
+    /// once more on a fresh one, which is safe because appends are
+    /// idempotent by event id, and subscriptions and projection runners
+    /// retry reads. A pool of your own (see [`PgEventStore::new`]) works too.
+    ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] when the server cannot be reached.
     pub async fn connect(url: &str, config: PgStoreConfig) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(10)
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(|e| StoreError::backend("connect", e))?;
@@ -218,10 +225,11 @@ impl PgEventStore {
     /// A waker for followers of this store's feed: local appends, NOTIFYs
     /// from other processes, and the poll interval as backstop.
     pub(crate) fn waker(&self) -> WatchWaker<u64> {
-        let wakeups = self
-            .inner
-            .wakeups
-            .subscribe(&self.inner.pool, self.inner.config.channel());
+        let wakeups = self.inner.wakeups.subscribe(
+            &self.inner.pool,
+            self.inner.config.channel(),
+            format!("\"{}\".listeners", self.inner.config.schema()),
+        );
         WatchWaker::new(wakeups, Some(self.inner.config.poll()))
     }
 
@@ -452,6 +460,7 @@ impl EventStore for PgEventStore {
         let batch = Batch::new(events);
         let mut attempts = 0;
         let mut check = false;
+        let mut reconnects = 0;
         loop {
             attempts += 1;
             match self.append_once(stream, expected, &batch, check).await {
@@ -475,7 +484,16 @@ impl EventStore for PgEventStore {
                         format!("the append to {stream} lost {attempts} races in a row"),
                     ));
                 }
-                Err(Failure::Fail(error)) => return Err(error),
+                // The pool hands out connections without testing them first
+                // (see `connect`): a connection the server dropped fails
+                // here, and the append runs once more on a fresh one,
+                // looking its ids up in case the first run landed.
+                Err(Failure::Reconnect(_)) if reconnects < self.inner.config.retries() => {
+                    tracing::debug!(%stream, "append's connection broke; running it again");
+                    reconnects += 1;
+                    check = true;
+                }
+                Err(Failure::Reconnect(error) | Failure::Fail(error)) => return Err(error),
             }
         }
     }

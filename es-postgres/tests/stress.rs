@@ -363,3 +363,107 @@ fn a_thousand_event_append_is_one_statement() {
         assert_eq!(stored.len(), 1_002);
     });
 }
+
+/// A subscriber on another store instance (as in another process) is woken
+/// by NOTIFY, not by its poll: with a 30 s poll interval, each append still
+/// arrives within a second. Appends notify only while a listener is
+/// registered, and the subscriber's listener registers itself.
+#[test]
+fn a_subscriber_elsewhere_is_woken_by_notify() {
+    runtime().block_on(async {
+        let (url, pool) = common::fresh_pool(4).await;
+        let writer = PgEventStore::new(pool, PgStoreConfig::default());
+        writer.migrate().await.expect("migrating");
+        let reader_pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("connecting");
+        let reader = PgEventStore::new(
+            reader_pool,
+            PgStoreConfig::default()
+                .poll_interval(Duration::from_secs(30))
+                .feed_wait(Duration::from_millis(50)),
+        );
+        let mut subscription = reader.subscribe(Position::START, FeedFilter::all());
+        // Wait until the reader's listener has registered.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listeners: i64 = sqlx::query_scalar("SELECT count(*) FROM es.listeners")
+                .fetch_one(writer.pool())
+                .await
+                .unwrap();
+            if listeners > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the listener never registered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = stream("Wake-1");
+        for n in 0..5u64 {
+            let started = Instant::now();
+            writer
+                .append(
+                    &s,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("Woke", json!({ "n": n }))],
+                )
+                .await
+                .unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(1), subscription.next())
+                .await
+                .expect("woken by NOTIFY, not by the 30 s poll")
+                .expect("the subscription ended")
+                .expect("the subscription failed");
+            assert_eq!(event.version, n + 1);
+            println!("cross-process wake-up after {:?}", started.elapsed());
+        }
+    });
+}
+
+/// The store's own pool hands out connections without a test round trip; an
+/// append on a connection the server has dropped runs again on a fresh one
+/// and lands exactly once.
+#[test]
+fn an_append_on_a_dropped_connection_runs_again() {
+    runtime().block_on(async {
+        let (url, admin) = common::fresh_pool(1).await;
+        let store = PgEventStore::connect(&url, PgStoreConfig::default())
+            .await
+            .expect("connecting");
+        store.migrate().await.expect("migrating");
+        let s = stream("Dropped-1");
+        for round in 0..3u64 {
+            store
+                .append(
+                    &s,
+                    ExpectedVersion::Exact(round),
+                    vec![NewEvent::new("Kept", json!({}))],
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: {e} ({:?})", std::error::Error::source(&e))
+                });
+            // End every other session on the database: the store's idle
+            // connections are now dead.
+            let ended: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+            assert!(!ended.is_empty(), "the store's connections were ended");
+        }
+        let stored = store.read_stream(&s, StreamRead::forward()).await;
+        // A read on a dead connection may fail once; the next one works.
+        let stored = match stored {
+            Ok(events) => events,
+            Err(_) => store.read_stream(&s, StreamRead::forward()).await.unwrap(),
+        };
+        assert_eq!(
+            stored.iter().map(|e| e.version).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+    });
+}

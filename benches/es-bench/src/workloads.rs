@@ -57,7 +57,7 @@ impl Bench {
     pub(crate) async fn setup(timing: Timing, verbose: bool) -> Res<Self> {
         let server = local::shared().await?;
         let url = server.create_database().await?;
-        let store = PgEventStore::new(pool(&url).await?, PgStoreConfig::default());
+        let store = PgEventStore::connect(&url, PgStoreConfig::default()).await?;
         store.migrate().await?;
         let raw = pool(&url).await?;
         sqlx::raw_sql(baseline::SCHEMA).execute(&raw).await?;
