@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::subscription::{FollowOptions, WatchWaker, follow};
-use es_core::validate::check_batch;
+use es_core::validate::{EncodedEvent, encode_batch};
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
     Metadata, NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore,
@@ -84,7 +84,7 @@ impl Queries {
         Self {
             append: format!(
                 "SELECT outcome, actual, conflict_id, first_version, tx_ids, seqs \
-                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7::jsonb[], $8::jsonb[], $9)"
             ),
             read_forward: format!(
                 "SELECT {COLUMNS} FROM {events} \
@@ -271,17 +271,19 @@ impl PgEventStore {
     }
 }
 
-/// A batch as the append function's array parameters.
+/// A batch as the append function's array parameters. Data and metadata
+/// travel as the JSON text that the size check already produced (cast to
+/// `jsonb[]` in the statement), so each payload is serialized once.
 struct Batch {
     ids: Vec<Uuid>,
     types: Vec<String>,
     schema_versions: Vec<i32>,
-    data: Vec<Json<serde_json::Value>>,
-    metadata: Vec<Json<Metadata>>,
+    data: Vec<String>,
+    metadata: Vec<String>,
 }
 
 impl Batch {
-    fn new(events: Vec<NewEvent>) -> Self {
+    fn new(events: Vec<NewEvent>, encoded: Vec<EncodedEvent>) -> Self {
         let mut batch = Self {
             ids: Vec::with_capacity(events.len()),
             types: Vec::with_capacity(events.len()),
@@ -289,14 +291,14 @@ impl Batch {
             data: Vec::with_capacity(events.len()),
             metadata: Vec::with_capacity(events.len()),
         };
-        for event in events {
+        for (event, encoded) in events.into_iter().zip(encoded) {
             batch.ids.push(event.event_id);
             batch.types.push(event.event_type);
             batch
                 .schema_versions
                 .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-            batch.data.push(Json(event.data));
-            batch.metadata.push(Json(event.metadata));
+            batch.data.push(encoded.data);
+            batch.metadata.push(encoded.metadata);
         }
         batch
     }
@@ -455,9 +457,9 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        check_batch(stream, &events, &self.inner.config.store_limits())?;
+        let encoded = encode_batch(stream, &events, &self.inner.config.store_limits())?;
         let written = !events.is_empty();
-        let batch = Batch::new(events);
+        let batch = Batch::new(events, encoded);
         let mut attempts = 0;
         let mut check = false;
         let mut reconnects = 0;

@@ -366,7 +366,8 @@ fn a_thousand_event_append_is_one_statement() {
 
 /// A subscriber on another store instance (as in another process) is woken
 /// by NOTIFY, not by its poll: with a 30 s poll interval, each append still
-/// arrives within a second. Appends notify only while a listener is
+/// arrives within seconds (milliseconds unless other transactions on the
+/// cluster hold the feed back). Appends notify only while a listener is
 /// registered, and the subscriber's listener registers itself.
 #[test]
 fn a_subscriber_elsewhere_is_woken_by_notify() {
@@ -381,9 +382,9 @@ fn a_subscriber_elsewhere_is_woken_by_notify() {
             .expect("connecting");
         let reader = PgEventStore::new(
             reader_pool,
-            PgStoreConfig::default()
-                .poll_interval(Duration::from_secs(30))
-                .feed_wait(Duration::from_millis(50)),
+            // Other tests' transactions on this cluster may hold the feed
+            // back briefly; the default feed wait rides that out.
+            PgStoreConfig::default().poll_interval(Duration::from_secs(30)),
         );
         let mut subscription = reader.subscribe(Position::START, FeedFilter::all());
         // Wait until the reader's listener has registered.
@@ -410,7 +411,7 @@ fn a_subscriber_elsewhere_is_woken_by_notify() {
                 )
                 .await
                 .unwrap();
-            let event = tokio::time::timeout(Duration::from_secs(1), subscription.next())
+            let event = tokio::time::timeout(Duration::from_secs(3), subscription.next())
                 .await
                 .expect("woken by NOTIFY, not by the 30 s poll")
                 .expect("the subscription ended")
