@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{runtime, stream};
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,18 +29,6 @@ use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new(id).expect("valid stream id")
-}
 
 fn database_url_is_set() -> bool {
     std::env::var("DATABASE_URL").is_ok_and(|url| !url.trim().is_empty())

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,14 +24,6 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 const CHILD_URL: &str = "ES_PROJECTION_CHILD_URL";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Added {

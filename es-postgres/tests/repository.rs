@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -120,14 +122,6 @@ impl SnapshotStore for Counting {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         self.inner.save_snapshot(snapshot).await
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The sum of 1..=n.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{runtime, stream};
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -14,18 +16,6 @@ use futures::StreamExt;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new(id).expect("valid stream id")
-}
 
 /// Holds some append transactions open 1 to 50 ms after their inserts, just
 /// before commit: a deferred constraint trigger runs at commit time.

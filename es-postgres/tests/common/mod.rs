@@ -8,6 +8,20 @@ use es_postgres::{PgEventStore, PgStoreConfig, local};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// A multi-threaded runtime for one test (two workers, like the machine).
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A stream id the test knows is valid.
+pub(crate) fn stream(id: &str) -> es_core::StreamId {
+    es_core::StreamId::new(id).expect("valid stream id")
+}
+
 /// A new, empty database on the local server (or `DATABASE_URL`), and a pool
 /// of `connections` to it.
 pub(crate) async fn fresh_pool(connections: u32) -> (String, PgPool) {
