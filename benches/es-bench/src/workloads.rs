@@ -177,18 +177,7 @@ impl Bench {
                             let raw = self.raw.clone();
                             tokio::spawn(async move {
                                 let s = format!("Single{writers}-{run}-{w}");
-                                let mut version = 0;
-                                while Instant::now() < deadline {
-                                    baseline::insert_one(
-                                        &raw,
-                                        &s,
-                                        int(version + 1),
-                                        &payload(version),
-                                    )
-                                    .await?;
-                                    version += 1;
-                                }
-                                Ok::<u64, Box<dyn Error + Send + Sync>>(version)
+                                single_inserts(&raw, &s, deadline).await
                             })
                         })
                         .collect();
@@ -384,16 +373,7 @@ impl Bench {
                 |deadline| {
                     let run = generation.fetch_add(1, Ordering::Relaxed);
                     let raw = self.raw.clone();
-                    async move {
-                        let s = format!("Command-{run}");
-                        let mut version = 0;
-                        while Instant::now() < deadline {
-                            baseline::insert_one(&raw, &s, int(version + 1), &payload(version))
-                                .await?;
-                            version += 1;
-                        }
-                        Ok(version)
-                    }
+                    async move { single_inserts(&raw, &format!("Command-{run}"), deadline).await }
                 },
             )
             .await?;
@@ -614,6 +594,21 @@ impl Reset<()> for Probe {
     async fn reset(&self, (): &mut ()) -> Result<(), BoxError> {
         Ok(())
     }
+}
+
+/// The baseline's single-event writer: `BEGIN; INSERT; COMMIT` into
+/// `stream` until `deadline`; returns how many it wrote.
+async fn single_inserts(
+    raw: &PgPool,
+    stream: &str,
+    deadline: Instant,
+) -> Result<u64, Box<dyn Error + Send + Sync>> {
+    let mut version = 0;
+    while Instant::now() < deadline {
+        baseline::insert_one(raw, stream, int(version + 1), &payload(version)).await?;
+        version += 1;
+    }
+    Ok(version)
 }
 
 async fn join_counts(
