@@ -122,24 +122,27 @@ async fn load_stream(pool: &PgPool, stream: &str) -> Result<Vec<RawEvent>, sqlx:
     rows.iter().map(decode).collect()
 }
 
-/// Pages through the whole events table by sequence, `page` rows at a time,
-/// decoding each row; returns the number of rows read.
+/// Pages through the whole events table in feed order, `page` rows at a
+/// time, by its primary key `(tx_id, seq)`, decoding each row; returns the
+/// number of rows read.
 pub(crate) async fn page_feed(pool: &PgPool, page: i64) -> Result<usize, sqlx::Error> {
-    let mut after = 0i64;
+    let (mut tx, mut seq) = (0i64, 0i64);
     let mut total = 0;
     loop {
         let rows = sqlx::query(
-            "SELECT seq, event_id, stream_id, version, event_type, data, metadata \
-             FROM es.events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT tx_id::text::bigint AS tx, seq, event_id, stream_id, version, event_type, data, metadata \
+             FROM es.events WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) ORDER BY tx_id, seq LIMIT $3",
         )
-        .bind(after)
+        .bind(tx)
+        .bind(seq)
         .bind(page)
         .fetch_all(pool)
         .await?;
         let Some(last) = rows.last() else {
             return Ok(total);
         };
-        after = last.try_get("seq")?;
+        tx = last.try_get("tx")?;
+        seq = last.try_get("seq")?;
         for row in &rows {
             let event = decode(row)?;
             std::hint::black_box(&event);

@@ -446,7 +446,7 @@ impl Bench {
             Some(0.8),
             true,
             format!(
-                "{total} events, batches of 500, checkpoint per batch; baseline pages SELECTs by sequence and decodes"
+                "{total} events, batches of 500, checkpoint per batch; baseline pages SELECTs by (tx_id, seq) and decodes"
             ),
         ))
     }
