@@ -1,24 +1,15 @@
--- The event store: streams, events, immutability, and the append function.
+-- The event store: events, immutability, and the append function.
 --
 -- Every object is created unqualified, in the schema that the migration
 -- runner put first on search_path (see es-postgres/src/migrate.rs), so that
 -- several applications can share one database in separate schemas.
 
-CREATE TABLE streams (
-    stream_id   text    PRIMARY KEY,
-    category    text    NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
-    version     bigint  NOT NULL CHECK (version > 0),
-    -- Transaction id of the last append: a later append whose own id is
-    -- older must retry, so that feed order agrees with stream order.
-    last_tx_id  xid8    NOT NULL
-);
-
-CREATE INDEX streams_category ON streams (category);
-
 CREATE TABLE events (
-    -- Feed order is (tx_id, seq); see read_all in es-postgres/src/store.rs.
-    seq             bigserial   NOT NULL,
+    -- Feed order is (tx_id, seq): the writing transaction, then the event's
+    -- place among that transaction's events, from 1. See read_all in
+    -- es-postgres/src/store.rs.
     tx_id           xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    seq             bigint      NOT NULL CHECK (seq > 0),
     event_id        uuid        NOT NULL,
     stream_id       text        NOT NULL,
     category        text        NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
@@ -30,12 +21,16 @@ CREATE TABLE events (
     recorded_at     timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT events_pkey PRIMARY KEY (tx_id, seq),
     CONSTRAINT events_event_id_key UNIQUE (event_id),
+    -- A stream's version and last writer are its newest row here: there is
+    -- no table of streams to keep up to date on every append.
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
 );
 
--- Filtered feed reads walk these in feed order.
+-- Feed reads filtered by category walk this in feed order. Reads filtered
+-- by event type walk the feed itself and skip other rows on the server: an
+-- index per type would cost every append a sixth of its time, and a
+-- projection's several types could not use it in feed order anyway.
 CREATE INDEX events_category_feed ON events (category, tx_id, seq);
-CREATE INDEX events_type_feed ON events (event_type, tx_id, seq);
 
 -- Sessions listening for appends (one row per listening connection, kept by
 -- es-postgres/src/notify.rs). An append sends NOTIFY only when this table
@@ -72,6 +67,9 @@ CREATE TRIGGER events_immutable_table
 --
 -- Expected kinds: 0 any, 1 no stream, 2 stream exists, 3 exact.
 --
+-- An append's events are at (tx_id, first_seq + i); a replay's, which an
+-- earlier transaction wrote, at (tx_ids[i], seqs[i]).
+--
 -- The function is created through format() so that its body names the
 -- schema's tables directly: a `SET search_path` clause would cost a
 -- configuration change on every call.
@@ -92,14 +90,21 @@ CREATE FUNCTION %1$I.append_events(
     OUT actual          bigint,
     OUT conflict_id     uuid,
     OUT first_version   bigint,
+    OUT tx_id           bigint,
+    OUT first_seq       bigint,
     OUT tx_ids          bigint[],
     OUT seqs            bigint[]
 )
 LANGUAGE plpgsql
 -- Every statement here has an index to use. Plans are cached per session,
 -- and a plan made while the tables were small (or before statistics
--- existed) would otherwise keep scanning the whole events table.
+-- existed) would otherwise scan the whole events table.
 SET enable_seqscan TO off
+-- One generic plan per statement, made once per session. Left to choose, a
+-- session whose first appends were single events keeps planning every
+-- later call afresh, with each batch's arrays as constants: that made
+-- 100-event appends twice as slow.
+SET plan_cache_mode TO force_generic_plan
 AS $body$
 DECLARE
     n           integer := coalesce(array_length(p_ids, 1), 0);
@@ -107,6 +112,7 @@ DECLARE
     found_strs  text[];
     found_vers  bigint[];
     last_tx     xid8;
+    this_tx     xid8;
     i           integer;
     passes      boolean;
 BEGIN
@@ -115,8 +121,10 @@ BEGIN
     -- do not assign a transaction id.
     PERFORM pg_advisory_xact_lock(hashtextextended(%2$L || p_stream, 7305));
 
-    SELECT s.version, s.last_tx_id INTO actual, last_tx
-      FROM %1$I.streams s WHERE s.stream_id = p_stream;
+    -- The stream's version and last writer: its newest event.
+    SELECT e.version, e.tx_id INTO actual, last_tx
+      FROM %1$I.events e WHERE e.stream_id = p_stream
+     ORDER BY e.version DESC LIMIT 1;
     actual := coalesce(actual, 0);
     passes := CASE p_expected_kind
         WHEN 0 THEN true
@@ -176,36 +184,32 @@ BEGIN
     END IF;
 
     first_version := actual + 1;
+    outcome := 0;
     IF n = 0 THEN
-        outcome := 0;
-        tx_ids := '{}';
-        seqs := '{}';
         RETURN;
     END IF;
 
-    IF last_tx IS NOT NULL AND pg_current_xact_id() < last_tx THEN
+    this_tx := pg_current_xact_id();
+    IF last_tx IS NOT NULL AND this_tx < last_tx THEN
         outcome := 6;
         RETURN;
     END IF;
 
-    WITH inserted AS (
-        INSERT INTO %1$I.events (event_id, stream_id, version, event_type, schema_version, data, metadata)
-        SELECT u.id, p_stream, actual + u.ord, u.typ, u.sv, u.d, u.m
-          FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
-               WITH ORDINALITY AS u(id, typ, sv, d, m, ord)
-         ORDER BY u.ord
-        RETURNING seq, version
-    ), stream AS (
-        INSERT INTO %1$I.streams (stream_id, version, last_tx_id)
-        VALUES (p_stream, actual + n, pg_current_xact_id())
-        ON CONFLICT (stream_id) DO UPDATE
-            SET version = EXCLUDED.version, last_tx_id = EXCLUDED.last_tx_id
-    )
-    SELECT array_agg(seq ORDER BY version) INTO seqs FROM inserted;
+    -- The events go after this transaction's earlier ones, if an append in
+    -- the same transaction came first.
+    SELECT e.seq INTO first_seq
+      FROM %1$I.events e WHERE e.tx_id = this_tx
+     ORDER BY e.seq DESC LIMIT 1;
+    first_seq := coalesce(first_seq, 0) + 1;
 
-    tx_ids := array_fill(pg_current_xact_id()::text::bigint, ARRAY[n]);
+    INSERT INTO %1$I.events
+           (tx_id, seq, event_id, stream_id, version, event_type, schema_version, data, metadata)
+    SELECT this_tx, first_seq - 1 + u.ord, u.id, p_stream, actual + u.ord, u.typ, u.sv, u.d, u.m
+      FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
+           WITH ORDINALITY AS u(id, typ, sv, d, m, ord);
+
+    tx_id := this_tx::text::bigint;
     actual := actual + n;
-    outcome := 0;
 
     -- Wake listeners in other processes, if there are any, but let only one
     -- concurrent committer pay for NOTIFY (it serializes commits on a global

@@ -11,6 +11,7 @@ use es_core::{
     Metadata, NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore,
     StoreError, StoreLimits, StreamId, StreamRead,
 };
+use futures::TryStreamExt as _;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
@@ -83,7 +84,7 @@ impl Queries {
         let events = format!("\"{schema}\".events");
         Self {
             append: format!(
-                "SELECT outcome, actual, conflict_id, first_version, tx_ids, seqs \
+                "SELECT outcome, actual, conflict_id, tx_id, first_seq, tx_ids, seqs \
                  FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7::jsonb[], $8::jsonb[], $9)"
             ),
             read_forward: format!(
@@ -112,10 +113,15 @@ impl Queries {
                  data = EXCLUDED.data, taken_at = EXCLUDED.taken_at \
                  WHERE s.version <= EXCLUDED.version"
             ),
+            // One lower bound, the later of `after` and the horizon: given
+            // as two conditions, the index scan would start at `after` and
+            // walk every row up to the horizon.
             held_back_select: format!(
-                "SELECT FROM {events} \
-                 WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
-                 AND tx_id >= pg_snapshot_xmin(pg_current_snapshot())"
+                "SELECT tx_id FROM {events} \
+                 WHERE (tx_id, seq) > (\
+                   greatest($1::bigint::text::xid8, pg_snapshot_xmin(pg_current_snapshot())), \
+                   CASE WHEN $1::bigint::text::xid8 >= pg_snapshot_xmin(pg_current_snapshot()) \
+                   THEN $2 ELSE 0 END)"
             ),
         }
     }
@@ -132,8 +138,13 @@ impl Queries {
         Self::push_filter(&mut held_back, filter);
         let mut page = self.feed_select.clone();
         Self::push_filter(&mut page, filter);
+        // `held_back` is a scalar subquery in feed order rather than an
+        // EXISTS: PostgreSQL drops the ORDER BY from an EXISTS, and its
+        // generic plan then scans the whole table for a row that is rarely
+        // there.
         format!(
-            "SELECT h.held_back, e.* FROM (SELECT EXISTS ({held_back}) AS held_back) h \
+            "SELECT h.held_back, e.* FROM \
+             (SELECT ({held_back} ORDER BY tx_id, seq LIMIT 1) IS NOT NULL AS held_back) h \
              LEFT JOIN LATERAL ({page} ORDER BY tx_id, seq LIMIT $3) e ON true"
         )
     }
@@ -267,7 +278,7 @@ impl PgEventStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(|e| classify("append", e))?;
-        decode_outcome(stream, expected, &row).map_err(Failure::Fail)
+        decode_outcome(stream, expected, batch.ids.len(), &row).map_err(Failure::Fail)
     }
 }
 
@@ -314,6 +325,7 @@ enum Attempt {
 fn decode_outcome(
     stream: &StreamId,
     expected: ExpectedVersion,
+    batch_len: usize,
     row: &PgRow,
 ) -> Result<Attempt, StoreError> {
     let get_err = |e: sqlx::Error| StoreError::backend("append", e);
@@ -329,7 +341,25 @@ fn decode_outcome(
         })
     };
     match outcome {
-        0 | 1 => {
+        0 => {
+            // A fresh append's events are at (tx_id, first_seq + i).
+            let tx: Option<i64> = row.try_get("tx_id").map_err(get_err)?;
+            let first: Option<i64> = row.try_get("first_seq").map_err(get_err)?;
+            let positions = match (tx, first) {
+                _ if batch_len == 0 => Vec::new(),
+                (Some(tx), Some(first)) => (0..batch_len)
+                    .map(|i| position(tx, first.saturating_add(sql_int(i))))
+                    .collect(),
+                _ => {
+                    return Err(StoreError::backend(
+                        "append",
+                        "the append function returned no position for the events it wrote",
+                    ));
+                }
+            };
+            Ok(Attempt::Done(AppendResult::new(actual, positions, false)))
+        }
+        1 => {
             let tx_ids: Vec<i64> = row.try_get("tx_ids").map_err(get_err)?;
             let seqs: Vec<i64> = row.try_get("seqs").map_err(get_err)?;
             let positions = tx_ids
@@ -337,11 +367,7 @@ fn decode_outcome(
                 .zip(&seqs)
                 .map(|(&tx, &seq)| position(tx, seq))
                 .collect();
-            Ok(Attempt::Done(AppendResult::new(
-                actual,
-                positions,
-                outcome == 1,
-            )))
+            Ok(Attempt::Done(AppendResult::new(actual, positions, true)))
         }
         2 => Err(StoreError::WrongExpectedVersion {
             stream: stream.clone(),
@@ -392,8 +418,9 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Xid8 {
 }
 
 /// Reads a row of the events table back into a recorded event; the event's
-/// columns ([`COLUMNS`]) start at index `first`. `known` is the stream the
-/// rows were read from, if it is one.
+/// columns ([`COLUMNS`]) start at index `first`. `known` is a stream id the
+/// row probably has (the stream read, or the previous row's), shared when it
+/// does.
 fn decode_event(
     row: &PgRow,
     first: usize,
@@ -537,7 +564,11 @@ impl EventStore for PgEventStore {
         let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
         let mut pause = Duration::from_millis(2);
         loop {
+            // A filtered read is planned for its values each time: a plan
+            // cached for any category would not know whether the category
+            // index or the feed order reads fewer rows.
             let mut query = sqlx::query(&sql)
+                .persistent(filter.is_all())
                 .bind(sql_int(after.commit()))
                 .bind(sql_int(after.sequence()))
                 .bind(sql_int(limit));
@@ -547,31 +578,48 @@ impl EventStore for PgEventStore {
             if !filter.event_types.is_empty() {
                 query = query.bind(&filter.event_types);
             }
-            let rows = query
-                .fetch_all(&self.inner.pool)
+            // Rows are decoded as they arrive, while the server is still
+            // producing the rest of the page.
+            let mut rows = query.fetch(&self.inner.pool);
+            let mut held_back = None;
+            let mut events: Vec<RecordedEvent> = Vec::with_capacity(limit.min(1_000));
+            let mut corrupt = None;
+            while let Some(row) = rows
+                .try_next()
                 .await
-                .map_err(|e| read_error("read feed", e))?;
-            let held_back = match rows.first() {
-                Some(row) => row
-                    .try_get::<bool, _>(0)
-                    .map_err(|e| read_error("read feed", e))?,
-                None => false,
-            };
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
+                .map_err(|e| read_error("read feed", e))?
+            {
+                if held_back.is_none() {
+                    held_back = Some(
+                        row.try_get::<bool, _>(0)
+                            .map_err(|e| read_error("read feed", e))?,
+                    );
+                }
                 // Column 0 is `held_back`; an empty page is one row of nulls.
+                // After a corrupt row the rest of the page is only drained.
                 let present: Option<i64> =
                     row.try_get(5).map_err(|e| read_error("read feed", e))?;
-                if present.is_some() {
-                    match decode_event(row, 1, None) {
-                        Ok(event) => events.push(event),
-                        // Hand out the events before a corrupt one; the
-                        // next read starts at it and reports it.
-                        Err(_) if !events.is_empty() => return Ok(events),
-                        Err(error) => return Err(error),
-                    }
+                if present.is_none() || corrupt.is_some() {
+                    continue;
+                }
+                // Neighbouring rows mostly share a stream: share its id.
+                let previous = events.last().map(|e| &e.stream_id);
+                match decode_event(&row, 1, previous) {
+                    Ok(event) => events.push(event),
+                    Err(error) => corrupt = Some(error),
                 }
             }
+            drop(rows);
+            if let Some(error) = corrupt {
+                // Hand out the events before a corrupt one; the next read
+                // starts at it and reports it.
+                return if events.is_empty() {
+                    Err(error)
+                } else {
+                    Ok(events)
+                };
+            }
+            let held_back = held_back.unwrap_or(false);
             // A short page with committed events held back: they become
             // readable as soon as the older transaction ends, usually within
             // milliseconds, so wait for them a little; a caller that just

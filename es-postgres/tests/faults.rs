@@ -317,8 +317,8 @@ fn corrupt_events_give_typed_errors_and_spare_the_rest() {
         // A row written behind the store's back: its payload is a JSON string.
         let raw_id = Uuid::new_v4();
         let (tx, seq): (i64, i64) = sqlx::query_as(
-            "INSERT INTO es.events (event_id, stream_id, version, event_type, schema_version, data) \
-             VALUES ($1, 'Counter-raw', 1, 'Added', 2, '\"not an object\"') \
+            "INSERT INTO es.events (seq, event_id, stream_id, version, event_type, schema_version, data) \
+             VALUES (1, $1, 'Counter-raw', 1, 'Added', 2, '\"not an object\"') \
              RETURNING tx_id::text::bigint, seq",
         )
         .bind(raw_id)
@@ -655,7 +655,6 @@ fn bad_input_is_rejected_and_nothing_is_written() {
             }
         }
         assert_eq!(count(&store, "SELECT count(*) FROM es.events").await, 0);
-        assert_eq!(count(&store, "SELECT count(*) FROM es.streams").await, 0);
         assert!(store.read_stream(&s, StreamRead::forward()).await.unwrap().is_empty());
 
         // At the limits exactly, the batch is accepted.
@@ -716,8 +715,8 @@ fn corrupt_metadata_in_the_database_is_a_typed_error() {
         for (n, (what, metadata)) in bad_metadata.iter().enumerate() {
             let id = format!("Bad-{n}");
             let (tx, seq): (i64, i64) = sqlx::query_as(
-                "INSERT INTO es.events (event_id, stream_id, version, event_type, schema_version, data, metadata) \
-                 VALUES ($1, $2, 1, 'Odd', 3, '{}', $3::jsonb) RETURNING tx_id::text::bigint, seq",
+                "INSERT INTO es.events (seq, event_id, stream_id, version, event_type, schema_version, data, metadata) \
+                 VALUES (1, $1, $2, 1, 'Odd', 3, '{}', $3::jsonb) RETURNING tx_id::text::bigint, seq",
             )
             .bind(Uuid::new_v4())
             .bind(&id)
@@ -818,7 +817,7 @@ const HOSTILE: &[&str] = &[
     "$1 $$ $tag$",
     "%_ LIKE",
     "'; DROP TABLE es.events; --",
-    "\"); DELETE FROM es.streams; --",
+    "\"); DELETE FROM es.events; --",
     "emoji 😀🎉👩‍👩‍👧",
     "RTL \u{202E}txet\u{202C}",
     "zero\u{200B}width\u{FEFF}",
@@ -948,7 +947,11 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
                 i64::try_from(HOSTILE.len()).unwrap()
             );
             assert_eq!(
-                count(store, &format!("SELECT count(*) FROM \"{schema}\".streams")).await,
+                count(
+                    store,
+                    &format!("SELECT count(DISTINCT stream_id) FROM \"{schema}\".events")
+                )
+                .await,
                 i64::try_from(HOSTILE.len()).unwrap()
             );
         }
