@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use es_core::subscription::FeedWaker;
-use es_core::{BoxError, Dispatch, EventStore, Position, RecordedEvent, Reset, StoreError};
+use es_core::{
+    BoxError, Dispatch, EventStore, FeedFilter, Position, RecordedEvent, Reset, StoreError,
+};
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::PgEventStore;
@@ -364,6 +366,47 @@ where
     }
 }
 
+/// Pages of the feed read ahead by a task of their own, while the runner
+/// applies earlier ones. The task stops after the first short page (caught
+/// up) or error, and when dropped.
+struct ReadAhead {
+    pages: tokio::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    /// Pages read ahead and not yet applied, at most.
+    const DEPTH: usize = 2;
+
+    fn start(store: PgEventStore, filter: FeedFilter, after: Position, page: usize) -> Self {
+        let (sender, pages) = tokio::sync::mpsc::channel(Self::DEPTH);
+        let task = tokio::spawn(async move {
+            let mut after = after;
+            loop {
+                let read = store.read_all(after, &filter, page).await;
+                let next = match &read {
+                    Ok(events) if events.len() >= page => events.last().map(|e| e.position),
+                    _ => None,
+                };
+                if sender.send(read).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(position) => after = position,
+                    None => return,
+                }
+            }
+        });
+        Self { pages, task }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
 /// A shutdown signal that can be awaited repeatedly.
@@ -575,18 +618,36 @@ where
         }
         let filter = P::filter();
         let mut waker = self.store.waker();
+        // While catching up, a task reads the next pages (on pooled
+        // connections) while this one applies and checkpoints on the lease.
+        let mut ahead: Option<ReadAhead> = None;
         loop {
             if signal.fired() {
                 return Err(Stop::ShutDown);
             }
-            waker.arm();
-            let events = match self
-                .store
-                .read_all(position, &filter, self.config.batch_size)
-                .await
-            {
+            let from_ahead = ahead.is_some();
+            let read = if let Some(reader) = &mut ahead {
+                let page = tokio::select! {
+                    () = signal.wait() => return Err(Stop::ShutDown),
+                    page = reader.pages.recv() => page,
+                };
+                if let Some(page) = page {
+                    page
+                } else {
+                    // The reader stopped after a short page: read here again.
+                    ahead = None;
+                    continue;
+                }
+            } else {
+                waker.arm();
+                self.store
+                    .read_all(position, &filter, self.config.batch_size)
+                    .await
+            };
+            let events = match read {
                 Ok(events) => events,
                 Err(error) if error.is_transient() => {
+                    ahead = None;
                     tracing::warn!(projection = P::NAME, %error, "reading the feed failed; retrying");
                     if !signal.sleep(Duration::from_millis(200)).await {
                         return Err(Stop::ShutDown);
@@ -600,19 +661,34 @@ where
                     }));
                 }
             };
-            if events.is_empty() {
-                tokio::select! {
-                    () = signal.wait() => return Err(Stop::ShutDown),
-                    () = waker.wait() => {}
+            let Some(last) = events.last().map(|e| e.position) else {
+                // A page read ahead was read before the waker was armed:
+                // read again rather than wait for a wake-up it may have
+                // missed.
+                if !from_ahead {
+                    tokio::select! {
+                        () = signal.wait() => return Err(Stop::ShutDown),
+                        () = waker.wait() => {}
+                    }
                 }
                 if self.rebuild_requested(conn).await? {
+                    ahead = None;
                     position = self.rebuild(conn).await?;
                 }
                 continue;
+            };
+            if !from_ahead && events.len() >= self.config.batch_size {
+                ahead = Some(ReadAhead::start(
+                    self.store.clone(),
+                    filter.clone(),
+                    last,
+                    self.config.batch_size,
+                ));
             }
             let (next, rebuild) = self.apply_batch(conn, &events, signal).await?;
             position = next;
             if rebuild {
+                ahead = None;
                 position = self.rebuild(conn).await?;
             }
         }
