@@ -85,8 +85,8 @@ pub use repository::{
 };
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, ReadDirection, StoreLimits,
-    StreamRead,
+    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage, ReadDirection,
+    StoreLimits, StreamRead,
 };
 pub use stream_id::{StreamId, StreamIdError};
 pub use typed::{DecodeError, DecodeErrorKind, EncodeError, Event};

@@ -137,6 +137,40 @@ impl Default for StreamRead {
     }
 }
 
+/// A page of the global feed, from [`EventStore::read_feed`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FeedPage {
+    /// The events that passed the filter, in feed order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next read starts: the last event's position, or a later one
+    /// when the store examined events after it that did not pass the filter
+    /// (never beyond an event that might still pass it).
+    pub next: Position,
+    /// Whether more may follow at once: the page is full, or the store
+    /// stopped examining before the end of the feed. When false, the
+    /// follower has caught up and waits for new events.
+    pub more: bool,
+}
+
+impl FeedPage {
+    /// A page of `events`, read after `after` with `limit`, for a store that
+    /// examines the feed to its end: `next` is the last event's position and
+    /// `more` whether the page is full.
+    #[must_use]
+    pub fn of_events(after: Position, events: Vec<RecordedEvent>, limit: usize) -> Self {
+        let next = events.last().map_or(after, |e| e.position);
+        let more = !events.is_empty() && events.len() >= limit;
+        Self { events, next, more }
+    }
+
+    /// A page that examined the feed up to `next` (inclusive).
+    #[must_use]
+    pub fn new(events: Vec<RecordedEvent>, next: Position, more: bool) -> Self {
+        Self { events, next, more }
+    }
+}
+
 /// Which events of the global feed to return. Empty lists mean "all"; both
 /// lists together mean events matching both.
 ///
@@ -357,6 +391,31 @@ pub trait EventStore: Send + Sync {
         filter: &FeedFilter,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads the next page of the feed for a follower: at most `limit`
+    /// events after `after` that pass `filter`, and where to read on.
+    ///
+    /// Unlike [`read_all`](Self::read_all), a store may stop after examining
+    /// a bounded number of events that do not pass the filter, and then
+    /// report how far it looked in [`FeedPage::next`]: a follower of rare
+    /// events moves on through the feed instead of examining everything
+    /// after the last match on every read. [`FeedPage::more`] tells whether
+    /// to read on at once or wait for new events.
+    ///
+    /// The default reads with `read_all`.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_all`](Self::read_all).
+    async fn read_feed(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<FeedPage, StoreError> {
+        let events = self.read_all(after, filter, limit).await?;
+        Ok(FeedPage::of_events(after, events, limit))
+    }
 
     /// Follows the global feed from after `after`: first the events already
     /// stored (catch-up), then each new one as it commits (live), with none

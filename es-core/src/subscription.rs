@@ -69,6 +69,10 @@ where
         waker: W,
         options: FollowOptions,
         buffer: VecDeque<RecordedEvent>,
+        /// Where to read on once `buffer` is delivered.
+        next: Position,
+        /// Whether to read on at once (rather than wait) then.
+        more: bool,
         failed: bool,
     }
 
@@ -79,6 +83,8 @@ where
         waker,
         options,
         buffer: VecDeque::new(),
+        next: after,
+        more: true,
         failed: false,
     };
     futures::stream::unfold(state, |mut state| async move {
@@ -91,24 +97,29 @@ where
                 state.after = event.position;
                 return Some((Ok(event), state));
             }
+            // Everything read was delivered: move on to where the read
+            // stopped looking, which may be past the last event.
+            state.after = state.after.max(state.next);
+            if !state.more {
+                state.waker.wait().await;
+            }
             state.waker.arm();
             match state
                 .store
-                .read_all(state.after, &state.filter, state.options.batch_size.max(1))
+                .read_feed(state.after, &state.filter, state.options.batch_size.max(1))
                 .await
             {
-                Ok(events) if events.is_empty() => {
+                Ok(page) => {
                     backoff = state.options.min_backoff;
-                    state.waker.wait().await;
-                }
-                Ok(events) => {
-                    backoff = state.options.min_backoff;
-                    state.buffer.extend(events);
+                    state.next = page.next;
+                    state.more = page.more;
+                    state.buffer.extend(page.events);
                 }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, after = %state.after, "subscription read failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(state.options.max_backoff);
+                    state.more = true;
                 }
                 Err(error) => {
                     state.failed = true;

@@ -27,7 +27,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use es_core::subscription::FeedWaker;
 use es_core::{
-    BoxError, Dispatch, EventStore, FeedFilter, Position, RecordedEvent, Reset, StoreError,
+    BoxError, Dispatch, EventStore, FeedFilter, FeedPage, Position, RecordedEvent, Reset,
+    StoreError,
 };
 use sqlx::{Connection, PgConnection, Row};
 
@@ -367,10 +368,10 @@ where
 }
 
 /// Pages of the feed read ahead by a task of their own, while the runner
-/// applies earlier ones. The task stops after the first short page (caught
-/// up) or error, and when dropped.
+/// applies earlier ones. The task stops after the first page that caught up
+/// (or an error), and when dropped.
 struct ReadAhead {
-    pages: tokio::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
+    pages: tokio::sync::mpsc::Receiver<Result<FeedPage, StoreError>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -383,9 +384,9 @@ impl ReadAhead {
         let task = tokio::spawn(async move {
             let mut after = after;
             loop {
-                let read = store.read_all(after, &filter, page).await;
+                let read = store.read_feed(after, &filter, page).await;
                 let next = match &read {
-                    Ok(events) if events.len() >= page => events.last().map(|e| e.position),
+                    Ok(page) if page.more => Some(page.next),
                     _ => None,
                 };
                 if sender.send(read).await.is_err() {
@@ -634,18 +635,18 @@ where
                 if let Some(page) = page {
                     page
                 } else {
-                    // The reader stopped after a short page: read here again.
+                    // The reader stopped after catching up: read here again.
                     ahead = None;
                     continue;
                 }
             } else {
                 waker.arm();
                 self.store
-                    .read_all(position, &filter, self.config.batch_size)
+                    .read_feed(position, &filter, self.config.batch_size)
                     .await
             };
-            let events = match read {
-                Ok(events) => events,
+            let page = match read {
+                Ok(page) => page,
                 Err(error) if error.is_transient() => {
                     ahead = None;
                     tracing::warn!(projection = P::NAME, %error, "reading the feed failed; retrying");
@@ -661,32 +662,34 @@ where
                     }));
                 }
             };
-            let Some(last) = events.last().map(|e| e.position) else {
+            if page.events.is_empty() {
+                // Nothing for this projection up to `next`.
+                position = position.max(page.next);
                 // A page read ahead was read before the waker was armed:
                 // read again rather than wait for a wake-up it may have
                 // missed.
-                if !from_ahead {
+                if !page.more && !from_ahead {
                     tokio::select! {
                         () = signal.wait() => return Err(Stop::ShutDown),
                         () = waker.wait() => {}
                     }
                 }
-                if self.rebuild_requested(conn).await? {
+                if !page.more && self.rebuild_requested(conn).await? {
                     ahead = None;
                     position = self.rebuild(conn).await?;
                 }
                 continue;
-            };
-            if !from_ahead && events.len() >= self.config.batch_size {
+            }
+            if !from_ahead && page.more {
                 ahead = Some(ReadAhead::start(
                     self.store.clone(),
                     filter.clone(),
-                    last,
+                    page.next,
                     self.config.batch_size,
                 ));
             }
-            let (next, rebuild) = self.apply_batch(conn, &events, signal).await?;
-            position = next;
+            let (applied, rebuild) = self.apply_batch(conn, &page.events, signal).await?;
+            position = applied.max(page.next);
             if rebuild {
                 ahead = None;
                 position = self.rebuild(conn).await?;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use es_core::subscription::{FollowOptions, WatchWaker, follow};
 use es_core::validate::{EncodedEvent, encode_batch};
 use es_core::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
-    Metadata, NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore,
-    StoreError, StoreLimits, StreamId, StreamRead,
+    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage,
+    IdempotencyConflictKind, Metadata, NewEvent, Position, ReadDirection, RecordedEvent, Snapshot,
+    SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
 };
 use futures::TryStreamExt as _;
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -70,6 +70,7 @@ struct Queries {
     read_forward: String,
     read_backward: String,
     feed_select: String,
+    feed_select_keys: String,
     held_back_select: String,
     load_snapshot: String,
     save_snapshot: String,
@@ -100,6 +101,11 @@ impl Queries {
                  WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
                  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
             ),
+            feed_select_keys: format!(
+                "FROM {events} \
+                 WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
+                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+            ),
             load_snapshot: format!(
                 "SELECT version, schema_version, data, taken_at \
                  FROM \"{schema}\".snapshots WHERE stream_id = $1"
@@ -126,30 +132,70 @@ impl Queries {
         }
     }
 
-    /// The feed query for `filter`: one row per event of the page, each
-    /// with `held_back` telling whether committed events matching `filter`
-    /// lie beyond the safe horizon (held back by an older transaction that
-    /// is still running); a single row with null event columns when the page
-    /// is empty. Both parts see the same snapshot. Filters become SQL so that
-    /// the server only reads matching rows (through the category and type
-    /// indexes).
-    fn feed(&self, filter: &FeedFilter) -> String {
+    /// The feed query for `filter`: one row per event of the page, with
+    /// null event columns when the page is empty. The first columns are the
+    /// same on every row:
+    ///
+    /// 0. `held_back`: whether committed events matching `filter` lie
+    ///    beyond the safe horizon (held back by an older transaction that is
+    ///    still running);
+    /// 1. `windowed`: whether the read stopped examining rows before the
+    ///    horizon (null when it does not window);
+    /// 2. and 3. the transaction id and seq of the last row it examined.
+    ///
+    /// Then the event's [`COLUMNS`]. All parts see the same snapshot.
+    ///
+    /// A single category is read through the category index. Other filters
+    /// (event types, several categories) cannot be read in feed order from
+    /// an index: the read examines a window of at most `window` rows (of
+    /// the category, if there is one) and returns the matches among them,
+    /// so that its cost is bounded however rare the matches are.
+    fn feed(&self, filter: &FeedFilter, limit: usize) -> String {
         let mut held_back = self.held_back_select.clone();
-        Self::push_filter(&mut held_back, filter);
+        Self::push_filter(&mut held_back, filter, true);
+        let held_back = format!(
+            "(SELECT ({held_back} ORDER BY tx_id, seq LIMIT 1) IS NOT NULL AS held_back) h"
+        );
         let mut page = self.feed_select.clone();
-        Self::push_filter(&mut page, filter);
-        // `held_back` is a scalar subquery in feed order rather than an
-        // EXISTS: PostgreSQL drops the ORDER BY from an EXISTS, and its
-        // generic plan then scans the whole table for a row that is rarely
-        // there.
+        Self::push_filter(&mut page, filter, true);
+        if !Self::windowed(filter) {
+            // `held_back` is a scalar subquery in feed order rather than an
+            // EXISTS: PostgreSQL drops the ORDER BY from an EXISTS, and its
+            // generic plan then scans the whole table for a row that is
+            // rarely there.
+            return format!(
+                "SELECT h.held_back, NULL::boolean, NULL::bigint, NULL::bigint, e.* FROM {held_back} \
+                 LEFT JOIN LATERAL ({page} ORDER BY tx_id, seq LIMIT $3) e ON true"
+            );
+        }
+        let window = limit.saturating_mul(4).clamp(FEED_WINDOW, 25 * FEED_WINDOW);
+        let mut examined = self.feed_select_keys.clone();
+        Self::push_filter(&mut examined, filter, false);
         format!(
-            "SELECT h.held_back, e.* FROM \
-             (SELECT ({held_back} ORDER BY tx_id, seq LIMIT 1) IS NOT NULL AS held_back) h \
-             LEFT JOIN LATERAL ({page} ORDER BY tx_id, seq LIMIT $3) e ON true"
+            "SELECT h.held_back, b.windowed, b.end_tx, b.end_seq, e.* FROM {held_back} \
+             LEFT JOIN LATERAL ( \
+               (SELECT true AS windowed, tx_id::text::bigint AS end_tx, seq AS end_seq \
+                {examined} ORDER BY tx_id, seq OFFSET {last} LIMIT 1) \
+               UNION ALL \
+               (SELECT false, tx_id::text::bigint, seq \
+                {examined} ORDER BY tx_id DESC, seq DESC LIMIT 1) \
+               LIMIT 1) b ON true \
+             LEFT JOIN LATERAL ({page} \
+               AND (tx_id, seq) <= (b.end_tx::text::xid8, b.end_seq) \
+               ORDER BY tx_id, seq LIMIT $3) e ON true",
+            last = window - 1,
         )
     }
 
-    fn push_filter(sql: &mut String, filter: &FeedFilter) {
+    /// Whether reads with `filter` examine the feed in windows.
+    fn windowed(filter: &FeedFilter) -> bool {
+        !filter.event_types.is_empty() || filter.categories.len() > 1
+    }
+
+    /// Appends `filter`'s conditions to `sql` (its arrays are parameters 4
+    /// and on); without `matches`, only a single category, which an index
+    /// reads in feed order.
+    fn push_filter(sql: &mut String, filter: &FeedFilter, matches: bool) {
         let mut param = 4;
         for (column, values) in [
             ("category", &filter.categories),
@@ -158,8 +204,11 @@ impl Queries {
             match values.len() {
                 0 => {}
                 // Writing to a String cannot fail.
-                1 => drop(write!(sql, " AND {column} = (${param}::text[])[1]")),
-                _ => drop(write!(sql, " AND {column} = ANY(${param}::text[])")),
+                1 if column == "category" || matches => {
+                    let _ = write!(sql, " AND {column} = (${param}::text[])[1]");
+                }
+                _ if matches => drop(write!(sql, " AND {column} = ANY(${param}::text[])")),
+                _ => {}
             }
             if !values.is_empty() {
                 param += 1;
@@ -167,6 +216,9 @@ impl Queries {
         }
     }
 }
+
+/// Rows a windowed feed read examines at least (see `Queries::feed`).
+const FEED_WINDOW: usize = 2_000;
 
 /// An `i64` for SQL from a `u64` or `usize` (clamped; no real value comes
 /// near the limit).
@@ -454,12 +506,17 @@ fn decode_event(
             at = at()
         )
     };
-    let Json(metadata): Json<Metadata> = row.try_get(first + 8).map_err(|e| {
-        corrupt(
-            in_stream(),
-            format!("metadata is not a metadata object: {e}"),
-        )
-    })?;
+    let metadata = if is_empty_object(row, first + 8) {
+        Metadata::default()
+    } else {
+        let Json(metadata): Json<Metadata> = row.try_get(first + 8).map_err(|e| {
+            corrupt(
+                in_stream(),
+                format!("metadata is not a metadata object: {e}"),
+            )
+        })?;
+        metadata
+    };
     let data: serde_json::Value = row
         .try_get(first + 7)
         .map_err(|e| corrupt(in_stream(), format!("data: {e}")))?;
@@ -474,6 +531,97 @@ fn decode_event(
         metadata,
         row.try_get(first + 9).map_err(field)?,
     ))
+}
+
+impl PgEventStore {
+    /// Runs the feed query `sql` once: the page and whether committed
+    /// events are held back behind the horizon.
+    async fn read_feed_once(
+        &self,
+        sql: &str,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<(FeedPage, bool), StoreError> {
+        let failed = |e| read_error("read feed", e);
+        // A filtered read is planned for its values each time: a plan
+        // cached for any category would not know whether the category index
+        // or the feed order reads fewer rows.
+        let mut query = sqlx::query(sql)
+            .persistent(filter.is_all())
+            .bind(sql_int(after.commit()))
+            .bind(sql_int(after.sequence()))
+            .bind(sql_int(limit));
+        if !filter.categories.is_empty() {
+            query = query.bind(&filter.categories);
+        }
+        if !filter.event_types.is_empty() {
+            query = query.bind(&filter.event_types);
+        }
+        // Rows are decoded as they arrive, while the server is still
+        // producing the rest of the page.
+        let mut rows = query.fetch(&self.inner.pool);
+        let mut head: Option<(bool, bool, Option<Position>)> = None;
+        let mut events: Vec<RecordedEvent> = Vec::with_capacity(limit.min(1_000));
+        let mut corrupt = None;
+        while let Some(row) = rows.try_next().await.map_err(failed)? {
+            if head.is_none() {
+                let held_back: bool = row.try_get(0).map_err(failed)?;
+                let windowed: Option<bool> = row.try_get(1).map_err(failed)?;
+                let end_tx: Option<i64> = row.try_get(2).map_err(failed)?;
+                let end_seq: Option<i64> = row.try_get(3).map_err(failed)?;
+                let end = end_tx.zip(end_seq).map(|(tx, seq)| position(tx, seq));
+                head = Some((held_back, windowed.unwrap_or(false), end));
+            }
+            // An empty page is one row of null event columns. After a
+            // corrupt row the rest of the page is only drained.
+            let present: Option<i64> = row.try_get(FEED_EVENT + 4).map_err(failed)?;
+            if present.is_none() || corrupt.is_some() {
+                continue;
+            }
+            // Neighbouring rows mostly share a stream: share its id.
+            let previous = events.last().map(|e| &e.stream_id);
+            match decode_event(&row, FEED_EVENT, previous) {
+                Ok(event) => events.push(event),
+                Err(error) => corrupt = Some(error),
+            }
+        }
+        drop(rows);
+        if let Some(error) = corrupt {
+            // Hand out the events before a corrupt one; the next read starts
+            // at it and reports it.
+            if events.is_empty() {
+                return Err(error);
+            }
+            return Ok((FeedPage::of_events(after, events, 1), false));
+        }
+        let (held_back, windowed, end) = head.unwrap_or((false, false, None));
+        let page = match end {
+            // A full page, or a read that examines every row: read on after
+            // its last event.
+            _ if events.len() >= limit => FeedPage::of_events(after, events, limit),
+            None => FeedPage::of_events(after, events, limit),
+            // A window that was not filled examined every row up to `end`.
+            Some(end) => FeedPage::new(events, end.max(after), windowed),
+        };
+        Ok((page, held_back))
+    }
+}
+
+/// The column of a feed row where the event's [`COLUMNS`] start.
+const FEED_EVENT: usize = 4;
+
+/// Whether column `index` holds the `jsonb` value `{}` (most events'
+/// metadata), which needs no parsing.
+fn is_empty_object(row: &PgRow, index: usize) -> bool {
+    let Ok(value) = row.try_get_raw(index) else {
+        return false;
+    };
+    match value.format() {
+        // Binary jsonb: a version byte (1), then the text.
+        sqlx::postgres::PgValueFormat::Binary => value.as_bytes().ok() == Some(b"\x01{}"),
+        sqlx::postgres::PgValueFormat::Text => value.as_bytes().ok() == Some(b"{}"),
+    }
 }
 
 #[async_trait::async_trait]
@@ -539,16 +687,31 @@ impl EventStore for PgEventStore {
             ReadDirection::Forward => &self.inner.sql.read_forward,
             ReadDirection::Backward => &self.inner.sql.read_backward,
         };
-        let rows = sqlx::query(sql)
+        // Rows are decoded as they arrive, while the server is still
+        // producing the rest.
+        let mut rows = sqlx::query(sql)
             .bind(stream.as_str())
             .bind(sql_int(read.from))
             .bind(sql_int(read.limit))
-            .fetch_all(&self.inner.pool)
+            .fetch(&self.inner.pool);
+        let mut events = Vec::new();
+        let mut corrupt = None;
+        while let Some(row) = rows
+            .try_next()
             .await
-            .map_err(|e| read_error("read stream", e))?;
-        rows.iter()
-            .map(|row| decode_event(row, 0, Some(stream)))
-            .collect()
+            .map_err(|e| read_error("read stream", e))?
+        {
+            if corrupt.is_none() {
+                match decode_event(&row, 0, Some(stream)) {
+                    Ok(event) => events.push(event),
+                    Err(error) => corrupt = Some(error),
+                }
+            }
+        }
+        match corrupt {
+            Some(error) => Err(error),
+            None => Ok(events),
+        }
     }
 
     async fn read_all(
@@ -557,75 +720,48 @@ impl EventStore for PgEventStore {
         filter: &FeedFilter,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
+        // A windowed read may stop before it found `limit` events: read on
+        // from where it stopped until the page is full or the feed ends.
+        let mut events = Vec::new();
+        let mut after = after;
+        while events.len() < limit {
+            let page = self.read_feed(after, filter, limit - events.len()).await?;
+            let done = !page.more || page.events.len() >= limit - events.len();
+            after = page.next;
+            events.extend(page.events);
+            if done {
+                break;
+            }
         }
-        let sql = self.inner.sql.feed(filter);
+        Ok(events)
+    }
+
+    async fn read_feed(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<FeedPage, StoreError> {
+        if limit == 0 {
+            return Ok(FeedPage::new(Vec::new(), after, false));
+        }
+        let sql = self.inner.sql.feed(filter, limit);
         let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
         let mut pause = Duration::from_millis(2);
         loop {
-            // A filtered read is planned for its values each time: a plan
-            // cached for any category would not know whether the category
-            // index or the feed order reads fewer rows.
-            let mut query = sqlx::query(&sql)
-                .persistent(filter.is_all())
-                .bind(sql_int(after.commit()))
-                .bind(sql_int(after.sequence()))
-                .bind(sql_int(limit));
-            if !filter.categories.is_empty() {
-                query = query.bind(&filter.categories);
-            }
-            if !filter.event_types.is_empty() {
-                query = query.bind(&filter.event_types);
-            }
-            // Rows are decoded as they arrive, while the server is still
-            // producing the rest of the page.
-            let mut rows = query.fetch(&self.inner.pool);
-            let mut held_back = None;
-            let mut events: Vec<RecordedEvent> = Vec::with_capacity(limit.min(1_000));
-            let mut corrupt = None;
-            while let Some(row) = rows
-                .try_next()
-                .await
-                .map_err(|e| read_error("read feed", e))?
-            {
-                if held_back.is_none() {
-                    held_back = Some(
-                        row.try_get::<bool, _>(0)
-                            .map_err(|e| read_error("read feed", e))?,
-                    );
-                }
-                // Column 0 is `held_back`; an empty page is one row of nulls.
-                // After a corrupt row the rest of the page is only drained.
-                let present: Option<i64> =
-                    row.try_get(5).map_err(|e| read_error("read feed", e))?;
-                if present.is_none() || corrupt.is_some() {
-                    continue;
-                }
-                // Neighbouring rows mostly share a stream: share its id.
-                let previous = events.last().map(|e| &e.stream_id);
-                match decode_event(&row, 1, previous) {
-                    Ok(event) => events.push(event),
-                    Err(error) => corrupt = Some(error),
-                }
-            }
-            drop(rows);
-            if let Some(error) = corrupt {
-                // Hand out the events before a corrupt one; the next read
-                // starts at it and reports it.
-                return if events.is_empty() {
-                    Err(error)
-                } else {
-                    Ok(events)
-                };
-            }
-            let held_back = held_back.unwrap_or(false);
+            let (page, held_back) = self.read_feed_once(&sql, after, filter, limit).await?;
             // A short page with committed events held back: they become
             // readable as soon as the older transaction ends, usually within
             // milliseconds, so wait for them a little; a caller that just
             // appended then reads its own writes.
-            if events.len() >= limit || !held_back || tokio::time::Instant::now() >= deadline {
-                return Ok(events);
+            if page.more || !held_back || tokio::time::Instant::now() >= deadline {
+                // Events still held back: the follower reads on rather than
+                // wait for a wake-up that was already sent.
+                return Ok(FeedPage::new(
+                    page.events,
+                    page.next,
+                    page.more || held_back,
+                ));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));

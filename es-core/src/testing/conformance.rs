@@ -870,6 +870,81 @@ pub async fn feed_filters_by_event_type<S: EventStore>(store: S) {
     assert_eq!(all, feed);
 }
 
+/// Appends `total` events of which every `every`-th is a `Rare` one (in
+/// batches, over a few streams); returns the rare events' ids in order.
+async fn sparse<S: EventStore>(store: &S, total: u64, every: u64) -> Vec<Uuid> {
+    let mut rare = Vec::new();
+    let mut n = 0;
+    while n < total {
+        let batch: Vec<NewEvent> = (n..(n + 500).min(total))
+            .map(|i| {
+                if i % every == every - 1 {
+                    event("Rare", i)
+                } else {
+                    event("Common", i)
+                }
+            })
+            .collect();
+        rare.extend(
+            batch
+                .iter()
+                .filter(|e| e.event_type == "Rare")
+                .map(|e| e.event_id),
+        );
+        n += u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        let id = stream(&format!("Sparse-{}", n % 3));
+        append(store, &id, ExpectedVersion::Any, batch).await;
+    }
+    rare
+}
+
+/// Following `read_feed`'s `next` and `more` yields exactly the matching
+/// events, whatever a page examined; once caught up, `next` is at or after
+/// the last match and a page read from it is empty and says so.
+pub async fn read_feed_pages_reach_every_match<S: EventStore>(store: S) {
+    let rare = sparse(&store, 9_000, 2_500).await;
+    let filter = FeedFilter::all().event_types(["Rare"]);
+    let mut after = Position::START;
+    let mut seen = Vec::new();
+    let mut reads = 0;
+    loop {
+        reads += 1;
+        assert!(reads < 1_000, "read_feed does not move on");
+        let page = store.read_feed(after, &filter, 2).await.unwrap();
+        assert!(page.events.len() <= 2);
+        assert!(page.next >= after, "next went back");
+        for e in &page.events {
+            assert!(e.position > after && e.position <= page.next);
+            assert_eq!(e.event_type, "Rare");
+        }
+        seen.extend(page.events.iter().map(|e| e.event_id));
+        after = page.next;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, rare);
+    let again = store.read_feed(after, &filter, 2).await.unwrap();
+    assert!(again.events.is_empty() && !again.more);
+    // read_all agrees, however the store pages internally.
+    let all: Vec<_> = store
+        .read_all(Position::START, &filter, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(all, rare);
+    let first_two: Vec<_> = store
+        .read_all(Position::START, &filter, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(first_two, rare[..2]);
+}
+
 /// Paging the feed from each page's last position yields exactly the whole
 /// feed, and a read after the last position is empty.
 pub async fn feed_resumes_from_checkpoint<S: EventStore>(store: S) {
@@ -968,6 +1043,28 @@ pub async fn subscription_with_filter<S: EventStore>(store: S) {
     .await;
     let got = next_n(&mut sub, 1).await;
     assert_eq!(got[0].event_id, live.event_id);
+    assert_quiet(&mut sub).await;
+}
+
+/// A subscription to rare events delivers them all, stored and live, with
+/// many other events between them.
+pub async fn subscription_to_rare_events<S: EventStore>(store: S) {
+    let stored = sparse(&store, 6_000, 2_900).await;
+    let filter = FeedFilter::all().event_types(["Rare"]);
+    let mut sub = store.subscribe(Position::START, filter);
+    let got: Vec<_> = next_n(&mut sub, stored.len())
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(got, stored);
+    let more = sparse(&store, 3_000, 2_999).await;
+    let got: Vec<_> = next_n(&mut sub, more.len())
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(got, more);
     assert_quiet(&mut sub).await;
 }
 

@@ -98,9 +98,11 @@ macro_rules! conformance_suite {
             feed_filters_by_category,
             feed_filters_by_event_type,
             feed_resumes_from_checkpoint,
+            read_feed_pages_reach_every_match,
             subscription_catches_up_then_goes_live,
             subscription_from_checkpoint_yields_only_the_rest,
             subscription_with_filter,
+            subscription_to_rare_events,
             subscription_has_no_gap_or_duplicate_at_switch,
             snapshots_keep_the_newest_per_stream,
         }
