@@ -12,7 +12,9 @@ CREATE TABLE events (
     seq             bigint      NOT NULL CHECK (seq > 0),
     event_id        uuid        NOT NULL,
     stream_id       text        NOT NULL,
-    category        text        NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
+    -- Whether this is the first event of its append (the category index
+    -- lists appends, not events).
+    starts_append   boolean     NOT NULL DEFAULT true,
     version         bigint      NOT NULL CHECK (version > 0),
     event_type      text        NOT NULL,
     schema_version  integer     NOT NULL CHECK (schema_version > 0),
@@ -26,11 +28,15 @@ CREATE TABLE events (
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
 );
 
--- Feed reads filtered by category walk this in feed order. Reads filtered
--- by event type walk the feed itself and skip other rows on the server: an
--- index per type would cost every append a sixth of its time, and a
--- projection's several types could not use it in feed order anyway.
-CREATE INDEX events_category_feed ON events (category, tx_id, seq);
+-- Feed reads filtered by category find the category's appends here, in
+-- feed order, and their events through the primary key: one entry per
+-- append, since an append's events share their stream, so a batch pays for
+-- one. A stream's category is its id up to the first '-'. Reads filtered by
+-- event type walk the feed itself, a bounded window per read: an index per
+-- type would cost every event of every append, and a projection's several
+-- types could not use it in feed order anyway.
+CREATE INDEX events_category_appends ON events (split_part(stream_id, '-', 1), tx_id)
+    WHERE starts_append;
 
 -- Sessions listening for appends (one row per listening connection, kept by
 -- es-postgres/src/notify.rs). An append sends NOTIFY only when this table
@@ -100,11 +106,6 @@ LANGUAGE plpgsql
 -- and a plan made while the tables were small (or before statistics
 -- existed) would otherwise scan the whole events table.
 SET enable_seqscan TO off
--- One generic plan per statement, made once per session. Left to choose, a
--- session whose first appends were single events keeps planning every
--- later call afresh, with each batch's arrays as constants: that made
--- 100-event appends twice as slow.
-SET plan_cache_mode TO force_generic_plan
 AS $body$
 DECLARE
     n           integer := coalesce(array_length(p_ids, 1), 0);
@@ -203,8 +204,10 @@ BEGIN
     first_seq := coalesce(first_seq, 0) + 1;
 
     INSERT INTO %1$I.events
-           (tx_id, seq, event_id, stream_id, version, event_type, schema_version, data, metadata)
-    SELECT this_tx, first_seq - 1 + u.ord, u.id, p_stream, actual + u.ord, u.typ, u.sv, u.d, u.m
+           (tx_id, seq, event_id, stream_id, starts_append, version, event_type, schema_version,
+            data, metadata)
+    SELECT this_tx, first_seq - 1 + u.ord, u.id, p_stream, u.ord = 1, actual + u.ord, u.typ,
+           u.sv, u.d, coalesce(u.m, '{}')
       FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
            WITH ORDINALITY AS u(id, typ, sv, d, m, ord);
 

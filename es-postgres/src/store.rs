@@ -69,8 +69,9 @@ struct Queries {
     append: String,
     read_forward: String,
     read_backward: String,
+    events: String,
     feed_select: String,
-    feed_select_keys: String,
+    category_appends: String,
     held_back_select: String,
     load_snapshot: String,
     save_snapshot: String,
@@ -84,6 +85,7 @@ impl Queries {
     fn new(schema: &str) -> Self {
         let events = format!("\"{schema}\".events");
         Self {
+            events: events.clone(),
             append: format!(
                 "SELECT outcome, actual, conflict_id, tx_id, first_seq, tx_ids, seqs \
                  FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7::jsonb[], $8::jsonb[], $9)"
@@ -101,10 +103,9 @@ impl Queries {
                  WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
                  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
             ),
-            feed_select_keys: format!(
-                "FROM {events} \
-                 WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
-                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+            category_appends: format!(
+                "SELECT tx_id FROM {events} \
+                 WHERE {CATEGORY} = ($4::text[])[1] AND starts_append"
             ),
             load_snapshot: format!(
                 "SELECT version, schema_version, data, taken_at \
@@ -139,38 +140,68 @@ impl Queries {
     /// 0. `held_back`: whether committed events matching `filter` lie
     ///    beyond the safe horizon (held back by an older transaction that is
     ///    still running);
-    /// 1. `windowed`: whether the read stopped examining rows before the
-    ///    horizon (null when it does not window);
-    /// 2. and 3. the transaction id and seq of the last row it examined.
+    /// 1. `windowed`: whether the read stopped examining the feed before the
+    ///    horizon (null when it examines all of it);
+    /// 2. and 3. the position up to which it examined the feed.
     ///
     /// Then the event's [`COLUMNS`]. All parts see the same snapshot.
     ///
-    /// A single category is read through the category index. Other filters
-    /// (event types, several categories) cannot be read in feed order from
-    /// an index: the read examines a window of at most `window` rows (of
-    /// the category, if there is one) and returns the matches among them,
-    /// so that its cost is bounded however rare the matches are.
+    /// - Without a filter, the page is the next rows in feed order.
+    /// - With one category (and maybe event types), the read finds the next
+    ///   transactions that appended to the category in the category index
+    ///   (one entry per append: an append's events share their stream), at
+    ///   most a window of them, and reads their matching events through the
+    ///   primary key.
+    /// - Other filters (event types alone, several categories) examine a
+    ///   window of rows in feed order and return the matches among them.
+    ///
+    /// So the cost of a read is bounded however rare the matches are.
     fn feed(&self, filter: &FeedFilter, limit: usize) -> String {
+        let window = limit.saturating_mul(4).clamp(FEED_WINDOW, 25 * FEED_WINDOW);
+        let events = &self.events;
+        let mut page = self.feed_select.clone();
+        Self::push_filter(&mut page, filter);
+        if filter.categories.len() == 1 {
+            let mut held_back = self.category_appends.clone();
+            held_back.push_str(
+                " AND tx_id >= greatest($1::bigint::text::xid8, \
+                 pg_snapshot_xmin(pg_current_snapshot()))",
+            );
+            let txs = format!(
+                "{appends} AND tx_id >= $1::bigint::text::xid8 \
+                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+                appends = self.category_appends
+            );
+            return format!(
+                "WITH a AS MATERIALIZED (SELECT ARRAY({txs} ORDER BY tx_id LIMIT {window}) AS txs) \
+                 SELECT h.held_back, cardinality(a.txs) = {window}, \
+                 a.txs[cardinality(a.txs)]::text::bigint, {max_seq}::bigint, e.* \
+                 FROM (SELECT ({held_back} ORDER BY tx_id LIMIT 1) IS NOT NULL AS held_back) h \
+                 CROSS JOIN a \
+                 LEFT JOIN LATERAL ({page} AND tx_id = ANY(a.txs) ORDER BY tx_id, seq LIMIT $3) e \
+                 ON true",
+                max_seq = i64::MAX,
+            );
+        }
         let mut held_back = self.held_back_select.clone();
-        Self::push_filter(&mut held_back, filter, true);
+        Self::push_filter(&mut held_back, filter);
+        // `held_back` is a scalar subquery in feed order rather than an
+        // EXISTS: PostgreSQL drops the ORDER BY from an EXISTS, and its
+        // generic plan then scans the whole table for a row that is rarely
+        // there.
         let held_back = format!(
             "(SELECT ({held_back} ORDER BY tx_id, seq LIMIT 1) IS NOT NULL AS held_back) h"
         );
-        let mut page = self.feed_select.clone();
-        Self::push_filter(&mut page, filter, true);
-        if !Self::windowed(filter) {
-            // `held_back` is a scalar subquery in feed order rather than an
-            // EXISTS: PostgreSQL drops the ORDER BY from an EXISTS, and its
-            // generic plan then scans the whole table for a row that is
-            // rarely there.
+        if filter.is_all() {
             return format!(
                 "SELECT h.held_back, NULL::boolean, NULL::bigint, NULL::bigint, e.* FROM {held_back} \
                  LEFT JOIN LATERAL ({page} ORDER BY tx_id, seq LIMIT $3) e ON true"
             );
         }
-        let window = limit.saturating_mul(4).clamp(FEED_WINDOW, 25 * FEED_WINDOW);
-        let mut examined = self.feed_select_keys.clone();
-        Self::push_filter(&mut examined, filter, false);
+        let examined = format!(
+            "FROM {events} WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
+             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+        );
         format!(
             "SELECT h.held_back, b.windowed, b.end_tx, b.end_seq, e.* FROM {held_back} \
              LEFT JOIN LATERAL ( \
@@ -187,28 +218,19 @@ impl Queries {
         )
     }
 
-    /// Whether reads with `filter` examine the feed in windows.
-    fn windowed(filter: &FeedFilter) -> bool {
-        !filter.event_types.is_empty() || filter.categories.len() > 1
-    }
-
-    /// Appends `filter`'s conditions to `sql` (its arrays are parameters 4
-    /// and on); without `matches`, only a single category, which an index
-    /// reads in feed order.
-    fn push_filter(sql: &mut String, filter: &FeedFilter, matches: bool) {
+    /// Appends `filter`'s conditions to `sql`; its arrays are parameters 4
+    /// and on.
+    fn push_filter(sql: &mut String, filter: &FeedFilter) {
         let mut param = 4;
         for (column, values) in [
-            ("category", &filter.categories),
+            (CATEGORY, &filter.categories),
             ("event_type", &filter.event_types),
         ] {
             match values.len() {
                 0 => {}
                 // Writing to a String cannot fail.
-                1 if column == "category" || matches => {
-                    let _ = write!(sql, " AND {column} = (${param}::text[])[1]");
-                }
-                _ if matches => drop(write!(sql, " AND {column} = ANY(${param}::text[])")),
-                _ => {}
+                1 => drop(write!(sql, " AND {column} = (${param}::text[])[1]")),
+                _ => drop(write!(sql, " AND {column} = ANY(${param}::text[])")),
             }
             if !values.is_empty() {
                 param += 1;
@@ -216,6 +238,9 @@ impl Queries {
         }
     }
 }
+
+/// A row's category, as the category index computes it.
+const CATEGORY: &str = "split_part(stream_id, '-', 1)";
 
 /// Rows a windowed feed read examines at least (see `Queries::feed`).
 const FEED_WINDOW: usize = 2_000;
@@ -342,7 +367,7 @@ struct Batch {
     types: Vec<String>,
     schema_versions: Vec<i32>,
     data: Vec<String>,
-    metadata: Vec<String>,
+    metadata: Vec<Option<String>>,
 }
 
 impl Batch {
@@ -361,7 +386,11 @@ impl Batch {
                 .schema_versions
                 .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
             batch.data.push(encoded.data);
-            batch.metadata.push(encoded.metadata);
+            // Empty metadata travels as NULL and is stored as `{}` without
+            // being parsed.
+            batch
+                .metadata
+                .push((encoded.metadata != "{}").then_some(encoded.metadata));
         }
         batch
     }
@@ -534,6 +563,35 @@ fn decode_event(
 }
 
 impl PgEventStore {
+    /// Reads a page of the feed, and whether committed events are still
+    /// held back behind the horizon.
+    ///
+    /// A short page with committed events held back waits for them a
+    /// little: they become readable as soon as the older transaction ends,
+    /// usually within milliseconds, and a caller that just appended then
+    /// reads its own writes.
+    async fn read_feed_waiting(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<(FeedPage, bool), StoreError> {
+        if limit == 0 {
+            return Ok((FeedPage::new(Vec::new(), after, false), false));
+        }
+        let sql = self.inner.sql.feed(filter, limit);
+        let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let (page, held_back) = self.read_feed_once(&sql, after, filter, limit).await?;
+            if page.more || !held_back || tokio::time::Instant::now() >= deadline {
+                return Ok((page, held_back));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// Runs the feed query `sql` once: the page and whether committed
     /// events are held back behind the horizon.
     async fn read_feed_once(
@@ -725,7 +783,9 @@ impl EventStore for PgEventStore {
         let mut events = Vec::new();
         let mut after = after;
         while events.len() < limit {
-            let page = self.read_feed(after, filter, limit - events.len()).await?;
+            let (page, _) = self
+                .read_feed_waiting(after, filter, limit - events.len())
+                .await?;
             let done = !page.more || page.events.len() >= limit - events.len();
             after = page.next;
             events.extend(page.events);
@@ -742,30 +802,14 @@ impl EventStore for PgEventStore {
         filter: &FeedFilter,
         limit: usize,
     ) -> Result<FeedPage, StoreError> {
-        if limit == 0 {
-            return Ok(FeedPage::new(Vec::new(), after, false));
-        }
-        let sql = self.inner.sql.feed(filter, limit);
-        let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let (page, held_back) = self.read_feed_once(&sql, after, filter, limit).await?;
-            // A short page with committed events held back: they become
-            // readable as soon as the older transaction ends, usually within
-            // milliseconds, so wait for them a little; a caller that just
-            // appended then reads its own writes.
-            if page.more || !held_back || tokio::time::Instant::now() >= deadline {
-                // Events still held back: the follower reads on rather than
-                // wait for a wake-up that was already sent.
-                return Ok(FeedPage::new(
-                    page.events,
-                    page.next,
-                    page.more || held_back,
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+        let (page, held_back) = self.read_feed_waiting(after, filter, limit).await?;
+        // Events still held back after the wait: the follower reads on
+        // rather than wait for a wake-up that was already sent.
+        Ok(FeedPage::new(
+            page.events,
+            page.next,
+            page.more || held_back,
+        ))
     }
 
     fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {

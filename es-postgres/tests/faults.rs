@@ -1019,6 +1019,15 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
             seen.lock().unwrap().len() == 2
         })
         .await;
+        // The handler saw the events before their checkpoint committed.
+        wait_until(Duration::from_secs(10), "the checkpoint after both", || async {
+            projection_status(&user, &[(OddName::NAME, OddName::EVENT_TYPES)])
+                .await
+                .unwrap()[0]
+                .lag
+                == 0
+        })
+        .await;
         let statuses = projection_status(&user, &[(OddName::NAME, OddName::EVENT_TYPES)])
             .await
             .unwrap();

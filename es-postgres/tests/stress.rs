@@ -458,3 +458,102 @@ fn an_append_on_a_dropped_connection_runs_again() {
         );
     });
 }
+
+/// Several appends in one transaction (through the append function, as an
+/// application's own transaction may do): each gets its own positions after
+/// the previous one's, and category and type filters find each of them,
+/// including when a page ends inside the transaction.
+#[test]
+fn appends_sharing_a_transaction_are_found_by_every_filter() {
+    runtime().block_on(async {
+        let store = common::fresh_store().await;
+        store
+            .append(&stream("Alpha-0"), ExpectedVersion::Any, vec![NewEvent::new("Before", json!({}))])
+            .await
+            .unwrap();
+        let mut tx = store.pool().begin().await.unwrap();
+        for (stream_id, event_type, n) in [("Alpha-1", "A", 3), ("Beta-1", "B", 2), ("Alpha-2", "A", 2)] {
+            let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+            let types = vec![event_type; ids.len()];
+            let versions = vec![1i32; ids.len()];
+            let data = vec![json!({}).to_string(); ids.len()];
+            let metadata: Vec<Option<String>> = vec![None; ids.len()];
+            let outcome: i16 = sqlx::query_scalar(
+                "SELECT outcome FROM es.append_events($1, 0::smallint, 0, $2, $3, $4, $5::jsonb[], $6::jsonb[], false)",
+            )
+            .bind(stream_id)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&data)
+            .bind(&metadata)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            assert_eq!(outcome, 0);
+        }
+        tx.commit().await.unwrap();
+        store
+            .append(&stream("Alpha-0"), ExpectedVersion::Any, vec![NewEvent::new("After", json!({}))])
+            .await
+            .unwrap();
+
+        let feed = store.read_all(Position::START, &FeedFilter::all(), 100).await.unwrap();
+        let summary: Vec<(&str, &str)> = feed
+            .iter()
+            .map(|e| (e.stream_id.as_str(), e.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("Alpha-0", "Before"),
+                ("Alpha-1", "A"), ("Alpha-1", "A"), ("Alpha-1", "A"),
+                ("Beta-1", "B"), ("Beta-1", "B"),
+                ("Alpha-2", "A"), ("Alpha-2", "A"),
+                ("Alpha-0", "After"),
+            ]
+        );
+        // The shared transaction's events are numbered one after another.
+        let shared: Vec<u64> = feed[1..8].iter().map(|e| e.position.sequence()).collect();
+        assert_eq!(shared, [1, 2, 3, 4, 5, 6, 7]);
+        assert!(feed[1..8].iter().all(|e| e.position.commit() == feed[1].position.commit()));
+
+        let expect = |pred: &dyn Fn(&es_core::RecordedEvent) -> bool| -> Vec<Uuid> {
+            feed.iter().filter(|e| pred(e)).map(|e| e.event_id).collect()
+        };
+        for (filter, wanted) in [
+            (FeedFilter::all().category("Alpha"), expect(&|e| e.stream_id.category() == "Alpha")),
+            (FeedFilter::all().category("Beta"), expect(&|e| e.stream_id.category() == "Beta")),
+            (
+                FeedFilter::all().category("Alpha").event_types(["A"]),
+                expect(&|e| e.stream_id.category() == "Alpha" && e.event_type == "A"),
+            ),
+            (FeedFilter::all().event_types(["B", "After"]), expect(&|e| ["B", "After"].contains(&e.event_type.as_str()))),
+            (
+                FeedFilter::all().category("Beta").category("Alpha"),
+                expect(&|e| ["Alpha", "Beta"].contains(&e.stream_id.category())),
+            ),
+        ] {
+            // Pages of one event, each read from where the last one stopped.
+            let mut after = Position::START;
+            let mut seen = Vec::new();
+            for _ in 0..100 {
+                let page = store.read_feed(after, &filter, 1).await.unwrap();
+                seen.extend(page.events.iter().map(|e| e.event_id));
+                after = page.next;
+                if !page.more {
+                    break;
+                }
+            }
+            assert_eq!(seen, wanted, "{filter:?}");
+            let all: Vec<Uuid> = store
+                .read_all(Position::START, &filter, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.event_id)
+                .collect();
+            assert_eq!(all, wanted, "{filter:?}");
+        }
+    });
+}
