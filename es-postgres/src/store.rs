@@ -198,23 +198,24 @@ impl Queries {
                  LEFT JOIN LATERAL ({page} ORDER BY tx_id, seq LIMIT $3) e ON true"
             );
         }
-        let examined = format!(
-            "FROM {events} WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
-             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
-        );
+        // One pass over the window's rows (in feed order, with their heap
+        // rows for the filter's columns), then the matches' whole rows.
+        let mut matches = String::from("true");
+        Self::push_filter(&mut matches, filter);
         format!(
-            "SELECT h.held_back, b.windowed, b.end_tx, b.end_seq, e.* FROM {held_back} \
-             LEFT JOIN LATERAL ( \
-               (SELECT true AS windowed, tx_id::text::bigint AS end_tx, seq AS end_seq \
-                {examined} ORDER BY tx_id, seq OFFSET {last} LIMIT 1) \
-               UNION ALL \
-               (SELECT false, tx_id::text::bigint, seq \
-                {examined} ORDER BY tx_id DESC, seq DESC LIMIT 1) \
-               LIMIT 1) b ON true \
-             LEFT JOIN LATERAL ({page} \
-               AND (tx_id, seq) <= (b.end_tx::text::xid8, b.end_seq) \
-               ORDER BY tx_id, seq LIMIT $3) e ON true",
-            last = window - 1,
+            "WITH w AS MATERIALIZED ( \
+               SELECT tx_id, seq, {matches} AS hit FROM {events} \
+               WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+               ORDER BY tx_id, seq LIMIT {window}), \
+             m AS (SELECT tx_id, seq FROM w WHERE hit ORDER BY tx_id, seq LIMIT $3) \
+             SELECT h.held_back, (SELECT count(*) FROM w) = {window}, \
+               l.tx_id::text::bigint, l.seq, e.* FROM {held_back} \
+             LEFT JOIN LATERAL (SELECT tx_id, seq FROM w ORDER BY tx_id DESC, seq DESC LIMIT 1) l \
+             ON true \
+             LEFT JOIN LATERAL (SELECT {columns} FROM m JOIN {events} ev USING (tx_id, seq) \
+               ORDER BY tx_id, seq) e ON true",
+            columns = qualified_columns("ev"),
         )
     }
 
@@ -237,6 +238,15 @@ impl Queries {
             }
         }
     }
+}
+
+/// [`COLUMNS`] of the events table under the alias `alias`.
+fn qualified_columns(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A row's category, as the category index computes it.
