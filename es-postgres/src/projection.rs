@@ -506,6 +506,10 @@ where
     P: es_core::Projection,
     D: Delivery<P>,
 {
+    /// How often, at most, the stored checkpoint moves over events that
+    /// none of the projection's types are among.
+    const PASSED_OVER_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
     /// A runner of `projection` over `store`'s feed.
     #[must_use]
     pub fn new(store: PgEventStore, projection: P, config: RunnerConfig) -> Self {
@@ -654,6 +658,8 @@ where
         // While catching up, a task reads the next pages (on pooled
         // connections) while this one applies and checkpoints on the lease.
         let mut ahead: Option<ReadAhead> = None;
+        // The checkpoint as stored, and when it was.
+        let mut saved = (position, std::time::Instant::now());
         loop {
             if signal.fired() {
                 return Err(Stop::ShutDown);
@@ -697,18 +703,23 @@ where
             if page.events.is_empty() {
                 // Nothing for this projection up to `next`.
                 position = position.max(page.next);
-                // A page read ahead was read before the waker was armed:
-                // read again rather than wait for a wake-up it may have
-                // missed.
-                if !page.more && !from_ahead {
-                    tokio::select! {
-                        () = signal.wait() => return Err(Stop::ShutDown),
-                        () = waker.wait() => {}
+                let mut rebuild = self.save_passed_over(conn, position, &mut saved).await?;
+                if !rebuild && !page.more {
+                    // A page read ahead was read before the waker was armed:
+                    // read again rather than wait for a wake-up it may have
+                    // missed.
+                    if !from_ahead {
+                        tokio::select! {
+                            () = signal.wait() => return Err(Stop::ShutDown),
+                            () = waker.wait() => {}
+                        }
                     }
+                    rebuild = self.rebuild_requested(conn).await?;
                 }
-                if !page.more && self.rebuild_requested(conn).await? {
+                if rebuild {
                     ahead = None;
                     position = self.rebuild(conn).await?;
+                    saved.0 = position;
                 }
                 continue;
             }
@@ -721,12 +732,32 @@ where
                 ));
             }
             let (applied, rebuild) = self.apply_batch(conn, &page.events, signal).await?;
+            saved = (applied, std::time::Instant::now());
             position = applied.max(page.next);
             if rebuild {
                 ahead = None;
                 position = self.rebuild(conn).await?;
+                saved.0 = position;
             }
         }
+    }
+
+    /// Stores `position` as the checkpoint when the runner has passed over
+    /// events since the stored one (`saved`) and stored none for a while:
+    /// a restart then does not examine again the events that a projection
+    /// of rare types skipped. Returns whether a rebuild was requested.
+    async fn save_passed_over(
+        &self,
+        conn: &mut PgConnection,
+        position: Position,
+        saved: &mut (Position, std::time::Instant),
+    ) -> Result<bool, DbFailure> {
+        if position <= saved.0 || saved.1.elapsed() < Self::PASSED_OVER_SAVE_INTERVAL {
+            return Ok(false);
+        }
+        let rebuild = self.checkpoint(conn, position, 0).await?;
+        *saved = (position, std::time::Instant::now());
+        Ok(rebuild)
     }
 
     /// Applies `events` in one transaction with the checkpoint; on a handler

@@ -563,3 +563,69 @@ fn live_event_is_applied_promptly() {
         run.abort();
     });
 }
+
+/// A projection of rare types moves its stored checkpoint over the events it
+/// passed over (at most once a second), so that a restart does not examine
+/// them again.
+#[test]
+fn checkpoint_moves_over_events_of_other_types() {
+    runtime().block_on(async {
+        let (_, store) = setup(PgStoreConfig::default()).await;
+        let fillers = |n: usize| -> Vec<NewEvent> {
+            (0..n)
+                .map(|i| NewEvent::new("Filler", json!({ "i": i })))
+                .collect()
+        };
+        append(&store, "Mixed-1", vec![NewEvent::new("Type07", json!({}))]).await;
+        for _ in 0..30 {
+            append(&store, "Mixed-2", fillers(100)).await;
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let runner: ProjectionRunner<TwoOfForty, AtLeastOnce> = ProjectionRunner::new(
+            store.clone(),
+            TwoOfForty {
+                seen: Arc::clone(&seen),
+            },
+            fast(),
+        );
+        let run = tokio::spawn(async move { runner.run(futures::future::pending()).await });
+        let status = || async {
+            projection_status(&store, &[(TwoOfForty::NAME, TwoOfForty::EVENT_TYPES)])
+                .await
+                .unwrap()
+                .remove(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the rare event was not applied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rare = status().await.position;
+        // A second on, the next wake-up stores how far the runner looked.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        append(&store, "Mixed-2", fillers(10)).await;
+        let last = store
+            .read_all(rare, &es_core::FeedFilter::all(), usize::MAX)
+            .await
+            .unwrap()
+            .last()
+            .map(|e| e.position)
+            .expect("the fillers");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stored = status().await;
+            if stored.position >= last {
+                assert_eq!(stored.lag, 0);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the checkpoint stayed at {} (the rare event at {rare}, the feed ends at {last})",
+                stored.position
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        run.abort();
+    });
+}
