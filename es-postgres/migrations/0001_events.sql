@@ -89,7 +89,7 @@ CREATE FUNCTION %1$I.append_events(
     p_ids               uuid[],
     p_types             text[],
     p_schema_versions   integer[],
-    p_data              jsonb[],
+    p_data              jsonb,      -- the payloads, as one array
     p_metadata          jsonb[],
     p_check             boolean,
     OUT outcome         smallint,
@@ -208,7 +208,8 @@ BEGIN
             data, metadata)
     SELECT this_tx, first_seq - 1 + u.ord, u.id, p_stream, u.ord = 1, actual + u.ord, u.typ,
            u.sv, u.d, coalesce(u.m, '{}')
-      FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
+      FROM ROWS FROM (unnest(p_ids), unnest(p_types), unnest(p_schema_versions),
+                      jsonb_array_elements(p_data), unnest(p_metadata))
            WITH ORDINALITY AS u(id, typ, sv, d, m, ord);
 
     tx_id := this_tx::text::bigint;

@@ -70,7 +70,9 @@ impl PgStoreConfig {
         &self.schema
     }
 
-    /// Size limits for appends (default: [`StoreLimits::default`]).
+    /// Size limits for appends (default: [`StoreLimits::default`]). A
+    /// batch's data travels as one JSON array, which PostgreSQL's `jsonb`
+    /// caps: `max_batch_bytes` is held to at most 128 MiB.
     #[must_use]
     pub fn limits(mut self, limits: StoreLimits) -> Self {
         self.limits = limits;
@@ -110,7 +112,8 @@ impl PgStoreConfig {
     }
 
     pub(crate) fn store_limits(&self) -> StoreLimits {
-        self.limits
+        let max = self.limits.max_batch_bytes.min(MAX_BATCH_BYTES);
+        self.limits.max_batch_bytes(max)
     }
 
     pub(crate) fn poll(&self) -> Duration {
@@ -143,3 +146,8 @@ impl Default for PgStoreConfig {
         }
     }
 }
+
+/// The largest batch an append sends: its data travels as one `jsonb`
+/// array, and PostgreSQL limits a `jsonb` value to 256 MiB (in a form that
+/// can be larger than the text).
+const MAX_BATCH_BYTES: usize = 128 * 1024 * 1024;

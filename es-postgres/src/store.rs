@@ -88,7 +88,7 @@ impl Queries {
             events: events.clone(),
             append: format!(
                 "SELECT outcome, actual, conflict_id, tx_id, first_seq, tx_ids, seqs \
-                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7::jsonb[], $8::jsonb[], $9)"
+                 FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb[], $9)"
             ),
             read_forward: format!(
                 "SELECT {COLUMNS} FROM {events} \
@@ -369,39 +369,47 @@ impl PgEventStore {
     }
 }
 
-/// A batch as the append function's array parameters. Data and metadata
-/// travel as the JSON text that the size check already produced (cast to
-/// `jsonb[]` in the statement), so each payload is serialized once.
+/// A batch as the append function's parameters. The payloads travel as
+/// one JSON array, joined from the text that the size check already
+/// produced: each payload is serialized once, and the server parses the
+/// batch in one go (a hundred separate parses cost a 100-event append about
+/// a tenth of its time). Empty metadata travels as NULL.
 struct Batch {
     ids: Vec<Uuid>,
     types: Vec<String>,
     schema_versions: Vec<i32>,
-    data: Vec<String>,
+    data: String,
     metadata: Vec<Option<String>>,
 }
 
 impl Batch {
     fn new(events: Vec<NewEvent>, encoded: Vec<EncodedEvent>) -> Self {
+        let bytes: usize = encoded.iter().map(|e| e.data.len() + 1).sum();
         let mut batch = Self {
             ids: Vec::with_capacity(events.len()),
             types: Vec::with_capacity(events.len()),
             schema_versions: Vec::with_capacity(events.len()),
-            data: Vec::with_capacity(events.len()),
+            data: String::with_capacity(bytes + 2),
             metadata: Vec::with_capacity(events.len()),
         };
+        batch.data.push('[');
         for (event, encoded) in events.into_iter().zip(encoded) {
             batch.ids.push(event.event_id);
             batch.types.push(event.event_type);
             batch
                 .schema_versions
                 .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-            batch.data.push(encoded.data);
+            if batch.data.len() > 1 {
+                batch.data.push(',');
+            }
+            batch.data.push_str(&encoded.data);
             // Empty metadata travels as NULL and is stored as `{}` without
             // being parsed.
             batch
                 .metadata
                 .push((encoded.metadata != "{}").then_some(encoded.metadata));
         }
+        batch.data.push(']');
         batch
     }
 }

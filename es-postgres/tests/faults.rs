@@ -1491,7 +1491,7 @@ fn an_open_transaction_holds_the_feed_back_without_losing_anything() {
         let late_id = Uuid::new_v4();
         let outcome: i16 = sqlx::query_scalar(
             "SELECT outcome FROM es.append_events('Late-1', 0::smallint, 0, ARRAY[$1]::uuid[], \
-             ARRAY['Late'], ARRAY[1], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb], false)",
+             ARRAY['Late'], ARRAY[1], '[{}]'::jsonb, ARRAY['{}'::jsonb], false)",
         )
         .bind(late_id)
         .fetch_one(&mut open)

@@ -476,10 +476,11 @@ fn appends_sharing_a_transaction_are_found_by_every_filter() {
             let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
             let types = vec![event_type; ids.len()];
             let versions = vec![1i32; ids.len()];
-            let data = vec![json!({}).to_string(); ids.len()];
+            // The payloads travel as one JSON array.
+            let data = json!(vec![json!({ "n": n }); ids.len()]).to_string();
             let metadata: Vec<Option<String>> = vec![None; ids.len()];
             let outcome: i16 = sqlx::query_scalar(
-                "SELECT outcome FROM es.append_events($1, 0::smallint, 0, $2, $3, $4, $5::jsonb[], $6::jsonb[], false)",
+                "SELECT outcome FROM es.append_events($1, 0::smallint, 0, $2, $3, $4, $5::jsonb, $6::jsonb[], false)",
             )
             .bind(stream_id)
             .bind(&ids)
