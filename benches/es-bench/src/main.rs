@@ -34,8 +34,13 @@ struct Args {
 /// How long each side of a timed workload runs, and how often they alternate.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
+    /// How long one side runs before the other takes over.
     pub(crate) slice: std::time::Duration,
-    pub(crate) rounds: u32,
+    /// Slices of each side in a timed workload: many short ones, so that a
+    /// drift of the machine (autovacuum, the tables' growth) falls on both.
+    pub(crate) slices: u32,
+    /// Whether this is a full run: more loads, samples and catch-ups.
+    pub(crate) full: bool,
 }
 
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -47,13 +52,15 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let results: Vec<Workload> = runtime.block_on(async {
         let timing = if args.quick {
             Timing {
-                slice: std::time::Duration::from_millis(1_500),
-                rounds: 2,
+                slice: std::time::Duration::from_millis(500),
+                slices: 10,
+                full: false,
             }
         } else {
             Timing {
-                slice: std::time::Duration::from_secs(5),
-                rounds: 3,
+                slice: std::time::Duration::from_millis(1_250),
+                slices: 12,
+                full: true,
             }
         };
         let bench = workloads::Bench::setup(timing, !args.json).await?;

@@ -122,7 +122,7 @@ impl Bench {
         BF: Future<Output = Res<u64>>,
     {
         let (mut fw_units, mut fw_time, mut bl_units, mut bl_time) = (0, 0.0, 0, 0.0);
-        for round in 0..self.timing.rounds {
+        for round in 0..self.timing.slices {
             // Alternate which side goes first, so neither always runs warm.
             for side in [round % 2, 1 - round % 2] {
                 let started = Instant::now();
@@ -254,7 +254,7 @@ impl Bench {
     /// the same aggregate with a snapshot at 9,990.
     async fn load_10k(&self) -> Res<(Workload, Workload)> {
         const EVENTS: u64 = 10_000;
-        let loads = if self.timing.rounds > 2 { 20 } else { 8 };
+        let loads = if self.timing.full { 20 } else { 8 };
         let ledger = Ledger::stream_id("bench")?;
         let account = Account::stream_id("bench-snapshot")?;
         for s in [&ledger, &account] {
@@ -427,7 +427,7 @@ impl Bench {
             .fetch_one(&self.raw)
             .await?;
         let total = u64::try_from(total)?;
-        let rounds = self.timing.rounds.min(2);
+        let rounds = if self.timing.full { 4 } else { 2 };
         let (mut fw_time, mut bl_time) = (0.0, 0.0);
         for _ in 0..rounds {
             let started = Instant::now();
@@ -485,7 +485,7 @@ impl Bench {
     }
 
     async fn live_latency(&self) -> Res<Workload> {
-        let samples = if self.timing.rounds > 2 { 400 } else { 150 };
+        let samples = if self.timing.full { 400 } else { 150 };
         // The projection runs on its own store (its own pool), as in another
         // process: only PostgreSQL's NOTIFY or the poll wakes it.
         let other = PgEventStore::new(pool(&self.url).await?, PgStoreConfig::default());
