@@ -72,6 +72,7 @@ struct Queries {
     events: String,
     feed_select: String,
     category_appends: String,
+    matched_events: String,
     held_back_select: String,
     load_snapshot: String,
     save_snapshot: String,
@@ -106,6 +107,12 @@ impl Queries {
             category_appends: format!(
                 "SELECT tx_id FROM {events} \
                  WHERE {CATEGORY} = ($4::text[])[1] AND starts_append"
+            ),
+            // The whole rows of a windowed read's matches (`m`).
+            matched_events: format!(
+                "SELECT {columns} FROM m JOIN {events} ev USING (tx_id, seq) \
+                 ORDER BY tx_id, seq",
+                columns = qualified_columns("ev"),
             ),
             load_snapshot: format!(
                 "SELECT version, schema_version, data, taken_at \
@@ -213,9 +220,8 @@ impl Queries {
                l.tx_id::text::bigint, l.seq, e.* FROM {held_back} \
              LEFT JOIN LATERAL (SELECT tx_id, seq FROM w ORDER BY tx_id DESC, seq DESC LIMIT 1) l \
              ON true \
-             LEFT JOIN LATERAL (SELECT {columns} FROM m JOIN {events} ev USING (tx_id, seq) \
-               ORDER BY tx_id, seq) e ON true",
-            columns = qualified_columns("ev"),
+             LEFT JOIN LATERAL ({matched}) e ON true",
+            matched = self.matched_events,
         )
     }
 

@@ -917,7 +917,7 @@ pub async fn read_feed_pages_reach_every_match<S: EventStore>(store: S) {
             assert!(e.position > after && e.position <= page.next);
             assert_eq!(e.event_type, "Rare");
         }
-        seen.extend(page.events.iter().map(|e| e.event_id));
+        seen.extend(ids(&page.events));
         after = page.next;
         if !page.more {
             break;
@@ -927,22 +927,13 @@ pub async fn read_feed_pages_reach_every_match<S: EventStore>(store: S) {
     let again = store.read_feed(after, &filter, 2).await.unwrap();
     assert!(again.events.is_empty() && !again.more);
     // read_all agrees, however the store pages internally.
-    let all: Vec<_> = store
+    let all = store
         .read_all(Position::START, &filter, usize::MAX)
         .await
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id)
-        .collect();
-    assert_eq!(all, rare);
-    let first_two: Vec<_> = store
-        .read_all(Position::START, &filter, 2)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id)
-        .collect();
-    assert_eq!(first_two, rare[..2]);
+        .unwrap();
+    assert_eq!(ids(&all), rare);
+    let first_two = store.read_all(Position::START, &filter, 2).await.unwrap();
+    assert_eq!(ids(&first_two), rare[..2]);
 }
 
 /// Paging the feed from each page's last position yields exactly the whole
@@ -1052,19 +1043,9 @@ pub async fn subscription_to_rare_events<S: EventStore>(store: S) {
     let stored = sparse(&store, 6_000, 2_900).await;
     let filter = FeedFilter::all().event_types(["Rare"]);
     let mut sub = store.subscribe(Position::START, filter);
-    let got: Vec<_> = next_n(&mut sub, stored.len())
-        .await
-        .iter()
-        .map(|e| e.event_id)
-        .collect();
-    assert_eq!(got, stored);
+    assert_eq!(ids(&next_n(&mut sub, stored.len()).await), stored);
     let more = sparse(&store, 3_000, 2_999).await;
-    let got: Vec<_> = next_n(&mut sub, more.len())
-        .await
-        .iter()
-        .map(|e| e.event_id)
-        .collect();
-    assert_eq!(got, more);
+    assert_eq!(ids(&next_n(&mut sub, more.len()).await), more);
     assert_quiet(&mut sub).await;
 }
 
