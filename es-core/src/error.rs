@@ -2,7 +2,8 @@
 
 use uuid::Uuid;
 
-use crate::{ExpectedVersion, StreamId, StreamIdError};
+use crate::json::UnstorableJson;
+use crate::{ExpectedVersion, Position, StreamId, StreamIdError};
 
 /// A boxed error from a store's backend (driver, network, server).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -56,13 +57,59 @@ pub enum InvalidEventKind {
     /// The schema version is 0; versions start at 1.
     #[error("the schema version is 0; schema versions start at 1")]
     SchemaVersionZero,
-    /// A string in the data or metadata contains NUL, which the store cannot
-    /// hold.
-    #[error("a string in the {part} contains a NUL character, which cannot be stored")]
-    NulCharacter {
+    /// The schema version is above [`MAX_SCHEMA_VERSION`](crate::store::MAX_SCHEMA_VERSION).
+    #[error("the schema version {version} is above {max}, the highest a store keeps")]
+    SchemaVersionTooLarge {
+        /// The event's schema version.
+        version: u32,
+        /// The highest schema version a store keeps.
+        max: u32,
+    },
+    /// The data or metadata holds a value that no store could read back
+    /// equal (see [`json`](crate::json)).
+    #[error("the {part} cannot be stored: {reason}")]
+    Unstorable {
         /// `"data"` or `"metadata"`.
         part: &'static str,
+        /// What is wrong, and where.
+        reason: UnstorableJson,
     },
+    /// The data or metadata failed to serialize as JSON.
+    #[error("the {part} failed to serialize: {reason}")]
+    Unencodable {
+        /// `"data"` or `"metadata"`.
+        part: &'static str,
+        /// The serializer's error.
+        reason: String,
+    },
+}
+
+/// What is wrong with a snapshot to save.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidSnapshotKind {
+    /// The stream version is 0 or above [`MAX_STREAM_VERSION`](crate::store::MAX_STREAM_VERSION).
+    #[error("the stream version {version} is outside 1..={max}")]
+    VersionOutOfRange {
+        /// The snapshot's stream version.
+        version: u64,
+        /// The highest stream version a store keeps.
+        max: u64,
+    },
+    /// The format version is above [`MAX_SCHEMA_VERSION`](crate::store::MAX_SCHEMA_VERSION).
+    #[error("the format version {version} is above {max}, the highest a store keeps")]
+    SchemaVersionTooLarge {
+        /// The snapshot's format version.
+        version: u32,
+        /// The highest format version a store keeps.
+        max: u32,
+    },
+    /// The state holds a value that no store could read back equal.
+    #[error("the state cannot be stored: {0}")]
+    Unstorable(UnstorableJson),
+    /// The state failed to serialize as JSON.
+    #[error("the state failed to serialize: {0}")]
+    Unencodable(String),
 }
 
 /// Every way a store operation can fail.
@@ -101,15 +148,44 @@ pub enum StoreError {
         /// Why it was rejected.
         reason: StreamIdError,
     },
-    /// An event of the batch is malformed; nothing was written.
-    #[error("invalid event {event_id} for stream {stream}: {kind}")]
+    /// An event of the batch is malformed, or holds a value that no store
+    /// could read back equal; nothing was written.
+    #[error(
+        "invalid event {index} of the batch for stream {stream} ({event_type:?}, id {event_id}): {kind}"
+    )]
     InvalidEvent {
         /// The stream appended to.
         stream: StreamId,
-        /// The malformed event.
+        /// The event's place in the batch, from 0.
+        index: usize,
+        /// The malformed event's id.
         event_id: Uuid,
+        /// Its event type, as given.
+        event_type: String,
         /// What is wrong with it.
         kind: InvalidEventKind,
+    },
+    /// A snapshot to save is malformed; nothing was written.
+    #[error("invalid snapshot of stream {stream}: {kind}")]
+    InvalidSnapshot {
+        /// The snapshot's stream.
+        stream: StreamId,
+        /// What is wrong with it.
+        kind: InvalidSnapshotKind,
+    },
+    /// The batch would take the stream's version past
+    /// [`MAX_STREAM_VERSION`](crate::store::MAX_STREAM_VERSION); nothing was
+    /// written.
+    #[error(
+        "appending {events} events to stream {stream} would take its version past {max}, the highest a store keeps"
+    )]
+    StreamVersionOverflow {
+        /// The stream appended to.
+        stream: StreamId,
+        /// Events in the batch.
+        events: usize,
+        /// The highest stream version a store keeps.
+        max: u64,
     },
     /// An event is larger than the configured maximum; nothing was written.
     #[error("event {event_id} for stream {stream} is {size} bytes, more than the {max} allowed")]
@@ -140,10 +216,26 @@ pub enum StoreError {
         /// Maximum bytes per batch.
         max_bytes: usize,
     },
-    /// A stored event could not be read back into a [`RecordedEvent`](crate::RecordedEvent).
+    /// A stored event could not be read back into a
+    /// [`RecordedEvent`](crate::RecordedEvent) (a row written behind the
+    /// store's back, or by an older release).
+    ///
+    /// A reader of the feed steps over exactly this event by reading on
+    /// after `position`; the events behind it are unaffected.
     #[error("stored event at {location} is corrupt: {reason}")]
     CorruptEvent {
         /// Where the event is stored, as precisely as known.
+        location: String,
+        /// Its position in the feed, when known.
+        position: Option<Position>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Stored data other than an event (a snapshot, a checkpoint, a
+    /// status row) holds a value that cannot be read back.
+    #[error("stored record {location} is corrupt: {reason}")]
+    CorruptRecord {
+        /// Which record, and which field.
         location: String,
         /// What is wrong with it.
         reason: String,

@@ -59,6 +59,7 @@ pub mod __private;
 pub mod aggregate;
 pub mod error;
 pub mod event;
+pub mod json;
 pub mod memory;
 pub mod position;
 pub mod projection;
@@ -73,10 +74,13 @@ pub mod typed;
 pub mod validate;
 
 pub use aggregate::{Aggregate, Decide, On, SnapshotPolicy};
-pub use error::{BoxError, IdempotencyConflictKind, InvalidEventKind, StoreError};
+pub use error::{
+    BoxError, IdempotencyConflictKind, InvalidEventKind, InvalidSnapshotKind, StoreError,
+};
 #[cfg(feature = "derive")]
 pub use es_derive::{Aggregate, Event, Projection};
 pub use event::{Metadata, NewEvent, RecordedEvent};
+pub use json::UnstorableJson;
 pub use memory::MemoryStore;
 pub use position::Position;
 pub use projection::{Dispatch, Handle, Projection, Reset};

@@ -7,7 +7,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::subscription::{FollowOptions, WatchWaker, follow};
-use crate::validate::check_batch;
+use crate::validate::{check_batch, check_version_room, encode_snapshot};
 use crate::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
     NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore, StoreError,
@@ -179,6 +179,7 @@ impl EventStore for MemoryStore {
         if events.is_empty() {
             return Ok(AppendResult::new(actual, Vec::new(), false));
         }
+        check_version_room(stream, actual, events.len())?;
         state.commits += 1;
         let commit = state.commits;
         let recorded_at = Utc::now();
@@ -216,14 +217,15 @@ impl EventStore for MemoryStore {
         let events = match read.direction {
             ReadDirection::Forward => indices
                 .iter()
-                .skip(usize::try_from(read.from.saturating_sub(1)).unwrap_or(usize::MAX))
+                .skip(
+                    usize::try_from(read.from.saturating_sub(1)).map_or(indices.len(), |skip| skip),
+                )
                 .take(read.limit)
                 .map(pick)
                 .collect(),
             ReadDirection::Backward => {
-                let end = usize::try_from(read.from)
-                    .unwrap_or(usize::MAX)
-                    .min(indices.len());
+                let end =
+                    usize::try_from(read.from).map_or(indices.len(), |end| end.min(indices.len()));
                 indices[..end]
                     .iter()
                     .rev()
@@ -268,6 +270,7 @@ impl SnapshotStore for MemoryStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        encode_snapshot(&snapshot)?;
         let mut state = self.state();
         let newer = state
             .snapshots

@@ -49,7 +49,9 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Backend`] when storage fails.
+    /// [`StoreError::Backend`] when storage fails,
+    /// [`StoreError::CorruptRecord`] when the stored snapshot cannot be read
+    /// back.
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
 
     /// Stores `snapshot`, replacing an older one of the same stream. A
@@ -57,6 +59,9 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// # Errors
     ///
+    /// [`StoreError::InvalidSnapshot`] before any I/O when the snapshot
+    /// could not be read back equal (see
+    /// [`validate::encode_snapshot`](crate::validate::encode_snapshot));
     /// [`StoreError::Backend`] when storage fails.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
 }

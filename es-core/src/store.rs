@@ -270,6 +270,15 @@ impl AppendResult {
     }
 }
 
+/// The highest stream version a store keeps (PostgreSQL's `bigint`): an
+/// append that would pass it is refused, and an `Exact` expectation above
+/// it never passes.
+pub const MAX_STREAM_VERSION: u64 = i64::MAX.unsigned_abs();
+
+/// The highest schema version a store keeps (PostgreSQL's `integer`), for
+/// events and snapshots alike.
+pub const MAX_SCHEMA_VERSION: u32 = i32::MAX.unsigned_abs();
+
 /// Size limits checked before an append touches storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -282,6 +291,11 @@ pub struct StoreLimits {
     pub max_batch_bytes: usize,
     /// Longest event type name in bytes (default 255).
     pub max_event_type_bytes: usize,
+    /// Deepest nesting of arrays and objects in an event's data, or in its
+    /// metadata counting the metadata object and its `custom` map (default
+    /// 64). At most [`MAX_JSON_DEPTH`](crate::json::MAX_JSON_DEPTH), the
+    /// deepest a store can read back: a larger setting counts as that.
+    pub max_json_depth: usize,
 }
 
 impl StoreLimits {
@@ -305,6 +319,13 @@ impl StoreLimits {
         self.max_batch_bytes = bytes;
         self
     }
+
+    /// Sets [`max_json_depth`](Self::max_json_depth).
+    #[must_use]
+    pub const fn max_json_depth(mut self, depth: usize) -> Self {
+        self.max_json_depth = depth;
+        self
+    }
 }
 
 impl Default for StoreLimits {
@@ -314,6 +335,7 @@ impl Default for StoreLimits {
             max_batch_events: 10_000,
             max_batch_bytes: 16 * 1024 * 1024,
             max_event_type_bytes: 255,
+            max_json_depth: 64,
         }
     }
 }
@@ -345,7 +367,11 @@ pub trait EventStore: Send + Sync {
     /// - [`StoreError::IdempotencyConflict`] when only some ids are stored, or
     ///   they are stored elsewhere;
     /// - [`StoreError::InvalidEvent`], [`StoreError::EventTooLarge`],
-    ///   [`StoreError::BatchTooLarge`] before any I/O;
+    ///   [`StoreError::BatchTooLarge`] before any I/O (see
+    ///   [`validate::check_batch`](crate::validate::check_batch): among
+    ///   others, a value that could not be read back equal is refused here);
+    /// - [`StoreError::StreamVersionOverflow`] when the batch would take the
+    ///   stream past [`MAX_STREAM_VERSION`];
     /// - [`StoreError::Backend`] or [`StoreError::Timeout`] when storage
     ///   fails; the append may then have happened, and a retry with the same
     ///   event ids is safe.
@@ -383,8 +409,11 @@ pub trait EventStore: Send + Sync {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Backend`] when storage fails, [`StoreError::CorruptEvent`]
-    /// when a stored row cannot be read back.
+    /// [`StoreError::Backend`] when storage fails. [`StoreError::CorruptEvent`]
+    /// when the first event to return cannot be read back (a row written
+    /// behind the store's back); a read that meets such an event after
+    /// others returns those first. The error carries the event's position:
+    /// reading on after it steps over exactly that event.
     async fn read_all(
         &self,
         after: Position,
@@ -422,6 +451,9 @@ pub trait EventStore: Send + Sync {
     /// missing or repeated across the switch.
     ///
     /// The stream ends only after yielding an error it cannot recover from.
+    /// For an event that cannot be read back, that error is
+    /// [`StoreError::CorruptEvent`] with its position: subscribing again
+    /// after that position steps over exactly that event.
     fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream;
 
     /// The size limits this store enforces.

@@ -1,25 +1,32 @@
-//! Checks every store runs on a batch before it touches storage.
+//! Checks every store runs before it touches storage, so that bad input
+//! fails the same way everywhere and nothing is half-written.
 
 use std::collections::HashSet;
 
+use crate::json::{self, UnstorableJson};
+use crate::store::{MAX_SCHEMA_VERSION, MAX_STREAM_VERSION};
 use crate::{
-    IdempotencyConflictKind, InvalidEventKind, NewEvent, StoreError, StoreLimits, StreamId,
+    IdempotencyConflictKind, InvalidEventKind, InvalidSnapshotKind, Metadata, NewEvent, Snapshot,
+    StoreError, StoreLimits, StreamId,
 };
 
-/// An event's data and metadata serialized as JSON text, once.
+/// An event's data and metadata as the JSON text a store keeps, serialized
+/// once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EncodedEvent {
-    /// The data as compact JSON.
+    /// The data as compact JSON, floats as plain decimals (see
+    /// [`json`](mod@crate::json)).
     pub data: String,
     /// The metadata as a compact JSON object.
     pub metadata: String,
 }
 
 /// Checks a batch against `limits` and the rules every store shares: a
-/// well-formed event type, a schema version of at least 1, no NUL in any
-/// string (PostgreSQL cannot store it), no event id twice in the batch, and
-/// the size limits.
+/// well-formed event type, a schema version in `1..=`[`MAX_SCHEMA_VERSION`],
+/// data and metadata that read back equal (nesting within
+/// [`StoreLimits::max_json_depth`], no `-0.0`, no NUL in any string), no
+/// event id twice in the batch, and the size limits.
 ///
 /// Store implementations call this (or [`encode_batch`]) first, so that a
 /// bad batch fails the same way on every store and before any I/O.
@@ -49,11 +56,6 @@ pub fn encode_batch(
     events: &[NewEvent],
     limits: &StoreLimits,
 ) -> Result<Vec<EncodedEvent>, StoreError> {
-    let invalid = |event: &NewEvent, kind| StoreError::InvalidEvent {
-        stream: stream.clone(),
-        event_id: event.event_id,
-        kind,
-    };
     let too_large = |bytes| StoreError::BatchTooLarge {
         stream: stream.clone(),
         events: events.len(),
@@ -67,43 +69,17 @@ pub fn encode_batch(
     let mut total = 0usize;
     let mut ids = HashSet::with_capacity(events.len());
     let mut encoded = Vec::with_capacity(events.len());
-    for event in events {
-        if event.event_type.is_empty() {
-            return Err(invalid(event, InvalidEventKind::EmptyEventType));
-        }
-        if event.event_type.len() > limits.max_event_type_bytes {
-            return Err(invalid(
-                event,
-                InvalidEventKind::EventTypeTooLong {
-                    len: event.event_type.len(),
-                    max: limits.max_event_type_bytes,
-                },
-            ));
-        }
-        if event.event_type.chars().any(char::is_control) {
-            return Err(invalid(
-                event,
-                InvalidEventKind::ControlCharacterInEventType,
-            ));
-        }
-        if event.schema_version == 0 {
-            return Err(invalid(event, InvalidEventKind::SchemaVersionZero));
-        }
-        let data = to_json(&event.data);
-        if has_escaped_nul(&data) {
-            return Err(invalid(
-                event,
-                InvalidEventKind::NulCharacter { part: "data" },
-            ));
-        }
-        let metadata = to_json(&event.metadata);
-        if has_escaped_nul(&metadata) {
-            return Err(invalid(
-                event,
-                InvalidEventKind::NulCharacter { part: "metadata" },
-            ));
-        }
-        let size = data.len() + metadata.len();
+    for (index, event) in events.iter().enumerate() {
+        let invalid = |kind| StoreError::InvalidEvent {
+            stream: stream.clone(),
+            index,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            kind,
+        };
+        check_event(event, limits).map_err(invalid)?;
+        let encoding = encode_event(event).map_err(invalid)?;
+        let size = encoding.data.len() + encoding.metadata.len();
         if size > limits.max_event_bytes {
             return Err(StoreError::EventTooLarge {
                 stream: stream.clone(),
@@ -123,34 +99,131 @@ pub fn encode_batch(
                 kind: IdempotencyConflictKind::DuplicateInBatch,
             });
         }
-        encoded.push(EncodedEvent { data, metadata });
+        encoded.push(encoding);
     }
     Ok(encoded)
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    // A `Value` or `Metadata` (string keys only) always serializes.
-    serde_json::to_string(value).unwrap_or_default()
+/// Checks that appending `events` events to a stream at version `actual`
+/// keeps its version within [`MAX_STREAM_VERSION`].
+///
+/// # Errors
+///
+/// [`StoreError::StreamVersionOverflow`].
+pub fn check_version_room(stream: &StreamId, actual: u64, events: usize) -> Result<(), StoreError> {
+    let room = MAX_STREAM_VERSION.saturating_sub(actual);
+    if u64::try_from(events).is_ok_and(|n| n <= room) {
+        return Ok(());
+    }
+    Err(StoreError::StreamVersionOverflow {
+        stream: stream.clone(),
+        events,
+        max: MAX_STREAM_VERSION,
+    })
 }
 
-/// Whether compact JSON text holds the escape of a NUL character:
-/// `\u0000` preceded by an even number of backslashes (an odd number means
-/// the backslash itself was escaped, as in the text `\\u0000`).
-fn has_escaped_nul(json: &str) -> bool {
-    let bytes = json.as_bytes();
-    let mut from = 0;
-    while let Some(at) = json[from..].find("\\u0000").map(|i| i + from) {
-        let backslashes = bytes[..=at]
-            .iter()
-            .rev()
-            .take_while(|&&b| b == b'\\')
-            .count();
-        if backslashes % 2 == 1 {
-            return true;
-        }
-        from = at + 1;
+/// The checks of one event that do not need its serialized form.
+fn check_event(event: &NewEvent, limits: &StoreLimits) -> Result<(), InvalidEventKind> {
+    if event.event_type.is_empty() {
+        return Err(InvalidEventKind::EmptyEventType);
     }
-    false
+    if event.event_type.len() > limits.max_event_type_bytes {
+        return Err(InvalidEventKind::EventTypeTooLong {
+            len: event.event_type.len(),
+            max: limits.max_event_type_bytes,
+        });
+    }
+    if event.event_type.chars().any(char::is_control) {
+        return Err(InvalidEventKind::ControlCharacterInEventType);
+    }
+    if event.schema_version == 0 {
+        return Err(InvalidEventKind::SchemaVersionZero);
+    }
+    if event.schema_version > MAX_SCHEMA_VERSION {
+        return Err(InvalidEventKind::SchemaVersionTooLarge {
+            version: event.schema_version,
+            max: MAX_SCHEMA_VERSION,
+        });
+    }
+    let unstorable = |part| move |reason| InvalidEventKind::Unstorable { part, reason };
+    json::check(&event.data, 0, limits.max_json_depth).map_err(unstorable("data"))?;
+    check_metadata(&event.metadata, limits.max_json_depth).map_err(unstorable("metadata"))
+}
+
+/// Checks metadata as the JSON object it is stored as: its strings, and its
+/// custom values two levels deep (in the object, in `custom`).
+fn check_metadata(metadata: &Metadata, max_depth: usize) -> Result<(), UnstorableJson> {
+    for (field, text) in [
+        ("/correlation_id", &metadata.correlation_id),
+        ("/actor", &metadata.actor),
+    ] {
+        if let Some(text) = text {
+            json::check_str(text, field)?;
+        }
+    }
+    // The metadata object, and `custom` within it when it has members.
+    let own_depth = if metadata.custom.is_empty() { 1 } else { 2 };
+    let max = max_depth.min(json::MAX_JSON_DEPTH);
+    if own_depth > max {
+        return Err(UnstorableJson::TooDeep { max });
+    }
+    for (key, value) in &metadata.custom {
+        let within = |reason| match reason {
+            UnstorableJson::NegativeZero { path } => UnstorableJson::NegativeZero {
+                path: custom_path(key, &path),
+            },
+            UnstorableJson::NulCharacter { path } => UnstorableJson::NulCharacter {
+                path: custom_path(key, &path),
+            },
+            other => other,
+        };
+        json::check_str(key, "/custom").map_err(within)?;
+        json::check(value, 2, max_depth).map_err(within)?;
+    }
+    Ok(())
+}
+
+fn custom_path(key: &str, rest: &str) -> String {
+    let key = key.replace('~', "~0").replace('/', "~1");
+    format!("/custom/{key}{rest}")
+}
+
+fn encode_event(event: &NewEvent) -> Result<EncodedEvent, InvalidEventKind> {
+    let unencodable = |part| move |reason| InvalidEventKind::Unencodable { part, reason };
+    Ok(EncodedEvent {
+        data: json::to_stored_text(&event.data).map_err(unencodable("data"))?,
+        metadata: json::to_stored_text(&event.metadata).map_err(unencodable("metadata"))?,
+    })
+}
+
+/// Checks a snapshot before it is saved, and returns its state as the JSON
+/// text a store keeps: a stream version in `1..=`[`MAX_STREAM_VERSION`], a
+/// format version of at most [`MAX_SCHEMA_VERSION`], and a state that reads
+/// back equal (nesting within [`json::MAX_JSON_DEPTH`]).
+///
+/// # Errors
+///
+/// [`StoreError::InvalidSnapshot`].
+pub fn encode_snapshot(snapshot: &Snapshot) -> Result<String, StoreError> {
+    let invalid = |kind| StoreError::InvalidSnapshot {
+        stream: snapshot.stream_id.clone(),
+        kind,
+    };
+    if snapshot.version == 0 || snapshot.version > MAX_STREAM_VERSION {
+        return Err(invalid(InvalidSnapshotKind::VersionOutOfRange {
+            version: snapshot.version,
+            max: MAX_STREAM_VERSION,
+        }));
+    }
+    if snapshot.schema_version > MAX_SCHEMA_VERSION {
+        return Err(invalid(InvalidSnapshotKind::SchemaVersionTooLarge {
+            version: snapshot.schema_version,
+            max: MAX_SCHEMA_VERSION,
+        }));
+    }
+    json::check(&snapshot.data, 0, json::MAX_JSON_DEPTH)
+        .map_err(|e| invalid(InvalidSnapshotKind::Unstorable(e)))?;
+    json::to_stored_text(&snapshot.data).map_err(|e| invalid(InvalidSnapshotKind::Unencodable(e)))
 }
 
 #[cfg(test)]
@@ -159,21 +232,57 @@ mod tests {
 
     use super::*;
 
-    fn nul_in(value: &serde_json::Value) -> bool {
-        has_escaped_nul(&to_json(value))
+    fn kind_of(event: NewEvent, limits: StoreLimits) -> Option<InvalidEventKind> {
+        let stream = StreamId::new("Check-1").unwrap();
+        match check_batch(&stream, &[event], &limits) {
+            Err(StoreError::InvalidEvent { kind, .. }) => Some(kind),
+            Err(other) => panic!("unexpected {other:?}"),
+            Ok(()) => None,
+        }
     }
 
     #[test]
-    fn nul_is_found_in_nested_keys_and_values() {
-        assert!(nul_in(&json!({"a": [{"b": "x\u{0}"}]})));
-        assert!(nul_in(&json!({"k\u{0}": 1})));
-        assert!(nul_in(&json!({"a": "\\\u{0}"})));
+    fn metadata_is_checked_as_the_object_it_is_stored_as() {
+        let limits = StoreLimits::default().max_json_depth(4);
+        let meta = |value| Metadata::default().with_custom("k/1", value);
+        let event = |value| NewEvent::new("E", json!({})).with_metadata(meta(value));
+        // The metadata object and `custom` take two levels.
+        assert_eq!(kind_of(event(json!([[1]])), limits), None);
+        assert!(matches!(
+            kind_of(event(json!([[[1]]])), limits),
+            Some(InvalidEventKind::Unstorable {
+                part: "metadata",
+                reason: UnstorableJson::TooDeep { max: 4 }
+            })
+        ));
+        assert_eq!(
+            kind_of(event(json!({"a": -0.0})), limits),
+            Some(InvalidEventKind::Unstorable {
+                part: "metadata",
+                reason: UnstorableJson::NegativeZero {
+                    path: "/custom/k~11/a".to_owned()
+                }
+            })
+        );
+        let nul_actor =
+            NewEvent::new("E", json!({})).with_metadata(Metadata::default().with_actor("a\u{0}"));
+        assert_eq!(
+            kind_of(nul_actor, limits),
+            Some(InvalidEventKind::Unstorable {
+                part: "metadata",
+                reason: UnstorableJson::NulCharacter {
+                    path: "/actor".to_owned()
+                }
+            })
+        );
     }
 
     #[test]
-    fn an_escaped_backslash_before_u0000_is_not_nul() {
-        assert!(!nul_in(&json!({"a": "\\u0000"})));
-        assert!(!nul_in(&json!({"a": "\\\\u0000"})));
-        assert!(!nul_in(&json!({"a": "u0000", "b": "\u{1}"})));
+    fn version_room_stops_at_the_highest_version() {
+        let stream = StreamId::new("Room-1").unwrap();
+        assert!(check_version_room(&stream, MAX_STREAM_VERSION - 2, 2).is_ok());
+        assert!(check_version_room(&stream, MAX_STREAM_VERSION - 2, 3).is_err());
+        assert!(check_version_room(&stream, MAX_STREAM_VERSION, 0).is_ok());
+        assert!(check_version_room(&stream, u64::MAX, 1).is_err());
     }
 }

@@ -87,8 +87,11 @@ impl PgEventStore {
                 Some(OldestTransaction {
                     pid,
                     age: age
-                        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-                        .unwrap_or_default(),
+                        .map_or(Ok(Duration::ZERO), Duration::try_from_secs_f64)
+                        .map_err(|e| StoreError::CorruptRecord {
+                            location: format!("the age of transaction {pid}"),
+                            reason: e.to_string(),
+                        })?,
                     state: row.try_get("state").map_err(get)?,
                     database: row.try_get("datname").map_err(get)?,
                 })
@@ -96,7 +99,11 @@ impl PgEventStore {
             None => None,
         };
         Ok(FeedLag {
-            held_back: u64::try_from(held_back).unwrap_or(0),
+            held_back: crate::convert::unsigned(held_back, "the count of held-back events")
+                .map_err(|reason| StoreError::CorruptRecord {
+                    location: "the feed's lag".to_owned(),
+                    reason,
+                })?,
             oldest,
         })
     }

@@ -73,6 +73,7 @@
 //! an aggregate, upcasting, snapshots, two read models and an HTTP API.
 
 mod config;
+mod convert;
 mod error;
 mod lag;
 #[cfg(feature = "local")]

@@ -33,7 +33,7 @@ use es_core::{
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::PgEventStore;
-use crate::store::{position, sql_int};
+use crate::convert;
 
 /// Applies events exactly once: the handler writes its PostgreSQL read model
 /// in the transaction that stores the checkpoint.
@@ -477,6 +477,19 @@ impl Signal<'_> {
 /// A batch failed to commit because of the database (not the handler).
 struct DbFailure(sqlx::Error);
 
+/// An event to set aside in the dead-letter table.
+struct DeadLetter<'a> {
+    event_id: uuid::Uuid,
+    stream_id: &'a str,
+    version: u64,
+    position: Position,
+    event_type: &'a str,
+    error: &'a str,
+    attempts: u32,
+    /// The stored data and metadata text of an event that cannot be read.
+    raw: Option<(String, String)>,
+}
+
 impl From<sqlx::Error> for DbFailure {
     fn from(error: sqlx::Error) -> Self {
         Self(error)
@@ -630,11 +643,9 @@ where
         }
     }
 
-    async fn run_leased(
-        &self,
-        conn: &mut PgConnection,
-        signal: &mut Signal<'_>,
-    ) -> Result<(), Stop> {
+    /// Marks the projection running and returns its checkpoint, after a
+    /// rebuild if one was requested.
+    async fn start(&self, conn: &mut PgConnection) -> Result<Position, Stop> {
         let table = self.table();
         sqlx::query(&format!(
             "INSERT INTO {table} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
@@ -649,10 +660,20 @@ where
         .bind(P::NAME)
         .fetch_one(&mut *conn)
         .await?;
-        let mut position = position(row.try_get("tx_id")?, row.try_get("seq")?);
+        let position = convert::position(row.try_get("tx_id")?, row.try_get("seq")?)
+            .map_err(|reason| Self::fatal_store(Self::corrupt_checkpoint(reason)))?;
         if row.try_get("rebuild_requested")? {
-            position = self.rebuild(conn).await?;
+            return self.rebuild(conn).await;
         }
+        Ok(position)
+    }
+
+    async fn run_leased(
+        &self,
+        conn: &mut PgConnection,
+        signal: &mut Signal<'_>,
+    ) -> Result<(), Stop> {
+        let mut position = self.start(conn).await?;
         let filter = P::filter();
         let mut waker = self.store.waker();
         // While catching up, a task reads the next pages (on pooled
@@ -693,11 +714,12 @@ where
                     }
                     continue;
                 }
-                Err(source) => {
-                    return Err(Stop::Fatal(ProjectionError::Store {
-                        projection: P::NAME.to_owned(),
-                        source,
-                    }));
+                Err(error) => {
+                    ahead = None;
+                    let at = self.unreadable(conn, error).await?;
+                    position = at;
+                    saved = (at, std::time::Instant::now());
+                    continue;
                 }
             };
             if page.events.is_empty() {
@@ -751,7 +773,7 @@ where
         conn: &mut PgConnection,
         position: Position,
         saved: &mut (Position, std::time::Instant),
-    ) -> Result<bool, DbFailure> {
+    ) -> Result<bool, Stop> {
         if position <= saved.0 || saved.1.elapsed() < Self::PASSED_OVER_SAVE_INTERVAL {
             return Ok(false);
         }
@@ -858,27 +880,58 @@ where
         error: &str,
         attempts: u32,
     ) -> Result<bool, Stop> {
-        let mut tx = conn.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO {} (projection, event_id, stream_id, version, tx_id, seq, event_type, error, attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (projection, event_id) DO NOTHING",
-            self.dead_letters()
-        ))
-        .bind(P::NAME)
-        .bind(event.event_id)
-        .bind(event.stream_id.as_str())
-        .bind(sql_int(event.version))
-        .bind(sql_int(event.position.commit()))
-        .bind(sql_int(event.position.sequence()))
-        .bind(&event.event_type)
-        .bind(error)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .execute(&mut *tx)
-        .await?;
         let failure = format!(
             "parked event {} ({}): {error}",
             event.event_id, event.event_type
         );
+        let letter = DeadLetter {
+            event_id: event.event_id,
+            stream_id: event.stream_id.as_str(),
+            version: event.version,
+            position: event.position,
+            event_type: &event.event_type,
+            error,
+            attempts,
+            raw: None,
+        };
+        self.store_dead_letter(conn, &letter, &failure).await
+    }
+
+    /// Parks `letter` and moves the checkpoint to it, in one transaction;
+    /// returns whether a rebuild was requested.
+    async fn store_dead_letter(
+        &self,
+        conn: &mut PgConnection,
+        letter: &DeadLetter<'_>,
+        failure: &str,
+    ) -> Result<bool, Stop> {
+        let corrupt = |reason: String| Self::fatal_store(Self::corrupt_checkpoint(reason));
+        let version = i64::try_from(letter.version)
+            .map_err(|_| corrupt(format!("version {} of a parked event", letter.version)))?;
+        let (tx_id, seq) = convert::checkpoint(letter.position, P::NAME)
+            .map_err(|source| Self::fatal_store(source))?;
+        let (raw_data, raw_metadata) = letter.raw.as_ref().map(|(d, m)| (d, m)).unzip();
+        let mut tx = conn.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO {} (projection, event_id, stream_id, version, tx_id, seq, event_type, error, \
+             attempts, raw_data, raw_metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (projection, event_id) DO NOTHING",
+            self.dead_letters()
+        ))
+        .bind(P::NAME)
+        .bind(letter.event_id)
+        .bind(letter.stream_id)
+        .bind(version)
+        .bind(tx_id)
+        .bind(seq)
+        .bind(letter.event_type)
+        .bind(letter.error)
+        .bind(i64::from(letter.attempts))
+        .bind(raw_data)
+        .bind(raw_metadata)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(&format!(
             "UPDATE {} SET last_error = $2 WHERE name = $1",
             self.table()
@@ -887,9 +940,69 @@ where
         .bind(failure)
         .execute(&mut *tx)
         .await?;
-        let rebuild = self.checkpoint(&mut tx, event.position, 0).await?;
+        let rebuild = self.checkpoint(&mut tx, letter.position, 0).await?;
         tx.commit().await?;
         Ok(rebuild)
+    }
+
+    /// Handles a feed read that failed for good. An event that cannot be
+    /// read back is parked with its stored text (under [`OnFailure::Park`];
+    /// the runner goes on after it, and this returns its position) or
+    /// stops the runner at it (under [`OnFailure::Stop`], recorded in the
+    /// projection's status). Retrying cannot make it readable, so neither
+    /// waits for the policy's retries.
+    async fn unreadable(
+        &self,
+        conn: &mut PgConnection,
+        error: StoreError,
+    ) -> Result<Position, Stop> {
+        let park = self.config.error_policy.on_failure == OnFailure::Park;
+        if let StoreError::CorruptEvent {
+            position: Some(at),
+            reason,
+            ..
+        } = &error
+        {
+            let raw = self
+                .store
+                .raw_event(*at)
+                .await
+                .map_err(|source| Self::fatal_store(source))?;
+            if let (true, Some(raw)) = (park, raw) {
+                tracing::error!(projection = P::NAME, position = %at, %error, "the event cannot be read; parking it");
+                let letter = DeadLetter {
+                    event_id: raw.event_id,
+                    stream_id: &raw.stream_id,
+                    version: raw.version,
+                    position: *at,
+                    event_type: &raw.event_type,
+                    error: reason,
+                    attempts: 0,
+                    raw: Some((raw.data, raw.metadata)),
+                };
+                let failure = format!("parked the unreadable event at position {at}: {reason}");
+                self.store_dead_letter(conn, &letter, &failure).await?;
+                return Ok(*at);
+            }
+        }
+        tracing::error!(projection = P::NAME, %error, "the feed cannot be read; stopping");
+        self.set_state(conn, "failed", Some(&error.to_string()))
+            .await?;
+        Err(Self::fatal_store(error))
+    }
+
+    fn fatal_store(source: StoreError) -> Stop {
+        Stop::Fatal(ProjectionError::Store {
+            projection: P::NAME.to_owned(),
+            source,
+        })
+    }
+
+    fn corrupt_checkpoint(reason: String) -> StoreError {
+        StoreError::CorruptRecord {
+            location: format!("checkpoint of projection {}", P::NAME),
+            reason,
+        }
     }
 
     /// Moves the checkpoint in the caller's transaction; returns whether a
@@ -899,16 +1012,20 @@ where
         tx: &mut PgConnection,
         position: Position,
         applied: usize,
-    ) -> Result<bool, DbFailure> {
+    ) -> Result<bool, Stop> {
+        let (tx_id, seq) =
+            convert::checkpoint(position, P::NAME).map_err(|source| Self::fatal_store(source))?;
+        let applied = convert::count(applied, "save a checkpoint")
+            .map_err(|source| Self::fatal_store(source))?;
         let rebuild: bool = sqlx::query_scalar(&format!(
             "UPDATE {} SET tx_id = $2, seq = $3, events_applied = events_applied + $4, \
              state = 'running', updated_at = now() WHERE name = $1 RETURNING rebuild_requested",
             self.table()
         ))
         .bind(P::NAME)
-        .bind(sql_int(position.commit()))
-        .bind(sql_int(position.sequence()))
-        .bind(sql_int(applied))
+        .bind(tx_id)
+        .bind(seq)
+        .bind(applied)
         .fetch_one(tx)
         .await?;
         Ok(rebuild)
@@ -1035,11 +1152,17 @@ pub async fn projection_status(
         let name: String = row.try_get("name").map_err(get)?;
         let tx: i64 = row.try_get("tx_id").map_err(get)?;
         let seq: i64 = row.try_get("seq").map_err(get)?;
+        let corrupt = |reason: String| StoreError::CorruptRecord {
+            location: format!("status of projection {name}"),
+            reason,
+        };
+        let unsigned = |value: i64, what: &str| convert::unsigned(value, what).map_err(corrupt);
         let types: Vec<String> = event_types
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, t)| t.iter().map(|s| (*s).to_owned()).collect())
-            .unwrap_or_default();
+            .map_or_else(Vec::new, |(_, t)| {
+                t.iter().map(|s| (*s).to_owned()).collect()
+            });
         let lag: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM \"{schema}\".events \
              WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
@@ -1061,14 +1184,16 @@ pub async fn projection_status(
         .await
         .map_err(get)?;
         statuses.push(ProjectionStatus {
-            position: position(tx, seq),
-            lag: u64::try_from(lag).unwrap_or(0),
+            position: convert::position(tx, seq).map_err(corrupt)?,
+            lag: unsigned(lag, "the lag")?,
             state: row.try_get("state").map_err(get)?,
             active,
             last_error: row.try_get("last_error").map_err(get)?,
-            events_applied: u64::try_from(row.try_get::<i64, _>("events_applied").map_err(get)?)
-                .unwrap_or(0),
-            parked: u64::try_from(row.try_get::<i64, _>("parked").map_err(get)?).unwrap_or(0),
+            events_applied: unsigned(
+                row.try_get("events_applied").map_err(get)?,
+                "events_applied",
+            )?,
+            parked: unsigned(row.try_get("parked").map_err(get)?, "the parked count")?,
             updated_at: row.try_get("updated_at").map_err(get)?,
             name,
         });

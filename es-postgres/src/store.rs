@@ -4,12 +4,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use es_core::store::{MAX_SCHEMA_VERSION, MAX_STREAM_VERSION};
 use es_core::subscription::{FollowOptions, WatchWaker, follow};
-use es_core::validate::{EncodedEvent, encode_batch};
+use es_core::validate::{EncodedEvent, encode_batch, encode_snapshot};
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage,
-    IdempotencyConflictKind, Metadata, NewEvent, Position, ReadDirection, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
+    IdempotencyConflictKind, InvalidEventKind, InvalidSnapshotKind, Metadata, NewEvent, Position,
+    ReadDirection, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamId,
+    StreamRead,
 };
 use futures::TryStreamExt as _;
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -18,6 +20,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::PgStoreConfig;
+use crate::convert;
 use crate::error::{Failure, classify, read_error};
 use crate::migrate::{self, MigrateError};
 use crate::notify::Wakeups;
@@ -76,6 +79,7 @@ struct Queries {
     held_back_select: String,
     load_snapshot: String,
     save_snapshot: String,
+    raw_event: String,
 }
 
 /// The columns of an event row, in the order [`decode_event`] reads them.
@@ -114,6 +118,11 @@ impl Queries {
                  ORDER BY tx_id, seq",
                 columns = qualified_columns("ev"),
             ),
+            raw_event: format!(
+                "SELECT event_id, stream_id, version, event_type, data::text AS data, \
+                 metadata::text AS metadata FROM {events} \
+                 WHERE tx_id = $1::bigint::text::xid8 AND seq = $2"
+            ),
             load_snapshot: format!(
                 "SELECT version, schema_version, data, taken_at \
                  FROM \"{schema}\".snapshots WHERE stream_id = $1"
@@ -121,7 +130,7 @@ impl Queries {
             save_snapshot: format!(
                 "INSERT INTO \"{schema}\".snapshots AS s \
                  (stream_id, version, schema_version, data, taken_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                 VALUES ($1, $2, $3, $4::jsonb, $5) \
                  ON CONFLICT (stream_id) DO UPDATE \
                  SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, \
                  data = EXCLUDED.data, taken_at = EXCLUDED.taken_at \
@@ -261,12 +270,6 @@ const CATEGORY: &str = "split_part(stream_id, '-', 1)";
 /// Rows a windowed feed read examines at least (see `Queries::feed`).
 const FEED_WINDOW: usize = 2_000;
 
-/// An `i64` for SQL from a `u64` or `usize` (clamped; no real value comes
-/// near the limit).
-pub(crate) fn sql_int<T: TryInto<i64>>(value: T) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
-}
-
 impl PgEventStore {
     /// A store over `pool`. Call [`migrate`](Self::migrate) once before use.
     #[must_use]
@@ -356,7 +359,13 @@ impl PgEventStore {
             ExpectedVersion::Any => (0i16, 0i64),
             ExpectedVersion::NoStream => (1, 0),
             ExpectedVersion::StreamExists => (2, 0),
-            ExpectedVersion::Exact(v) => (3, sql_int(v)),
+            ExpectedVersion::Exact(v) => match i64::try_from(v) {
+                Ok(v) => (3, v),
+                // No stream gets past the bigint range, so the check fails;
+                // -1 fails it the same way, and the function still looks
+                // the ids up and reports the stream's actual version.
+                Err(_) => (3, -1),
+            },
         };
         let row = sqlx::query(&self.inner.sql.append)
             .bind(stream.as_str())
@@ -389,7 +398,13 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(events: Vec<NewEvent>, encoded: Vec<EncodedEvent>) -> Self {
+    /// The batch of `events`, which [`encode_batch`] checked and encoded
+    /// (so every schema version fits an `integer`).
+    fn new(
+        stream: &StreamId,
+        events: Vec<NewEvent>,
+        encoded: Vec<EncodedEvent>,
+    ) -> Result<Self, StoreError> {
         let bytes: usize = encoded.iter().map(|e| e.data.len() + 1).sum();
         let mut batch = Self {
             ids: Vec::with_capacity(events.len()),
@@ -399,12 +414,21 @@ impl Batch {
             metadata: Vec::with_capacity(events.len()),
         };
         batch.data.push('[');
-        for (event, encoded) in events.into_iter().zip(encoded) {
+        for (index, (event, encoded)) in events.into_iter().zip(encoded).enumerate() {
+            let schema_version =
+                i32::try_from(event.schema_version).map_err(|_| StoreError::InvalidEvent {
+                    stream: stream.clone(),
+                    index,
+                    event_id: event.event_id,
+                    event_type: event.event_type.clone(),
+                    kind: InvalidEventKind::SchemaVersionTooLarge {
+                        version: event.schema_version,
+                        max: MAX_SCHEMA_VERSION,
+                    },
+                })?;
             batch.ids.push(event.event_id);
             batch.types.push(event.event_type);
-            batch
-                .schema_versions
-                .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+            batch.schema_versions.push(schema_version);
             if batch.data.len() > 1 {
                 batch.data.push(',');
             }
@@ -416,7 +440,7 @@ impl Batch {
                 .push((encoded.metadata != "{}").then_some(encoded.metadata));
         }
         batch.data.push(']');
-        batch
+        Ok(batch)
     }
 }
 
@@ -433,15 +457,20 @@ fn decode_outcome(
     batch_len: usize,
     row: &PgRow,
 ) -> Result<Attempt, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::backend("append", e);
+    let bad = |reason: String| StoreError::CorruptRecord {
+        location: format!("the result of an append to {stream}"),
+        reason,
+    };
+    let get_err = |e: sqlx::Error| bad(e.to_string());
     let outcome: i16 = row.try_get("outcome").map_err(get_err)?;
     let actual: Option<i64> = row.try_get("actual").map_err(get_err)?;
-    let actual = u64::try_from(actual.unwrap_or(0)).unwrap_or(0);
+    let actual = actual.ok_or_else(|| bad("no stream version".to_owned()))?;
+    let actual = convert::unsigned(actual, "the stream version").map_err(bad)?;
     let conflict = |kind| -> Result<Attempt, StoreError> {
         let event_id: Option<Uuid> = row.try_get("conflict_id").map_err(get_err)?;
         Err(StoreError::IdempotencyConflict {
             stream: stream.clone(),
-            event_id: event_id.unwrap_or_default(),
+            event_id: event_id.ok_or_else(|| bad("a conflict without an event id".to_owned()))?,
             kind,
         })
     };
@@ -452,15 +481,13 @@ fn decode_outcome(
             let first: Option<i64> = row.try_get("first_seq").map_err(get_err)?;
             let positions = match (tx, first) {
                 _ if batch_len == 0 => Vec::new(),
-                (Some(tx), Some(first)) => (0..batch_len)
-                    .map(|i| position(tx, first.saturating_add(sql_int(i))))
-                    .collect(),
-                _ => {
-                    return Err(StoreError::backend(
-                        "append",
-                        "the append function returned no position for the events it wrote",
-                    ));
+                (Some(tx), Some(first)) => {
+                    let first = convert::position(tx, first).map_err(bad)?;
+                    (0..batch_len as u64)
+                        .map(|i| Position::from_parts(first.commit(), first.sequence() + i))
+                        .collect()
                 }
+                _ => return Err(bad("no position for the events it wrote".to_owned())),
             };
             Ok(Attempt::Done(AppendResult::new(actual, positions, false)))
         }
@@ -470,8 +497,9 @@ fn decode_outcome(
             let positions = tx_ids
                 .iter()
                 .zip(&seqs)
-                .map(|(&tx, &seq)| position(tx, seq))
-                .collect();
+                .map(|(&tx, &seq)| convert::position(tx, seq))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?;
             Ok(Attempt::Done(AppendResult::new(actual, positions, true)))
         }
         2 => Err(StoreError::WrongExpectedVersion {
@@ -483,18 +511,13 @@ fn decode_outcome(
         4 => conflict(IdempotencyConflictKind::OtherStream),
         5 => conflict(IdempotencyConflictKind::DifferentOrder),
         6 => Ok(Attempt::Retry),
-        other => Err(StoreError::backend(
-            "append",
-            format!("the append function returned the unknown outcome {other}"),
-        )),
+        7 => Err(StoreError::StreamVersionOverflow {
+            stream: stream.clone(),
+            events: batch_len,
+            max: MAX_STREAM_VERSION,
+        }),
+        other => Err(bad(format!("the unknown outcome {other}"))),
     }
-}
-
-pub(crate) fn position(tx: i64, seq: i64) -> Position {
-    Position::from_parts(
-        u64::try_from(tx).unwrap_or(0),
-        u64::try_from(seq).unwrap_or(0),
-    )
 }
 
 /// A PostgreSQL `xid8`: a 64-bit transaction id, read in binary so that a
@@ -531,14 +554,24 @@ fn decode_event(
     first: usize,
     known: Option<&StreamId>,
 ) -> Result<RecordedEvent, StoreError> {
-    let corrupt = |location: String, reason: String| StoreError::CorruptEvent { location, reason };
+    let unplaced = |reason: String| StoreError::CorruptEvent {
+        location: "an events row".to_owned(),
+        position: None,
+        reason,
+    };
     let seq: i64 = row
         .try_get(first + 4)
-        .map_err(|e| corrupt("an events row".into(), e.to_string()))?;
+        .map_err(|e| unplaced(e.to_string()))?;
     let Xid8(tx) = row
         .try_get(first + 3)
-        .map_err(|e| corrupt(format!("sequence {seq}"), e.to_string()))?;
-    let position = Position::from_parts(tx, u64::try_from(seq).unwrap_or(0));
+        .map_err(|e| unplaced(e.to_string()))?;
+    let seq = convert::unsigned(seq, "the sequence").map_err(unplaced)?;
+    let position = Position::from_parts(tx, seq);
+    let corrupt = |location: String, reason: String| StoreError::CorruptEvent {
+        location,
+        position: Some(position),
+        reason,
+    };
     let at = || format!("position {position}");
     let field = |e: sqlx::Error| corrupt(at(), e.to_string());
     let stream: &str = row.try_get(first + 1).map_err(field)?;
@@ -553,6 +586,8 @@ fn decode_event(
         u64::try_from(version).map_err(|_| corrupt(at(), format!("negative version {version}")))?;
     let event_type: String = row.try_get(first + 5).map_err(field)?;
     let schema_version: i32 = row.try_get(first + 6).map_err(field)?;
+    let stored_schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(at(), format!("negative schema version {schema_version}")))?;
     let in_stream = || {
         format!(
             "{at}, stream {stream_id} version {version}, event type {event_type:?} schema version {schema_version}",
@@ -579,7 +614,7 @@ fn decode_event(
         version,
         position,
         event_type,
-        u32::try_from(schema_version).unwrap_or(0),
+        stored_schema_version,
         data,
         metadata,
         row.try_get(first + 9).map_err(field)?,
@@ -600,14 +635,15 @@ impl PgEventStore {
         filter: &FeedFilter,
         limit: usize,
     ) -> Result<(FeedPage, bool), StoreError> {
-        if limit == 0 {
+        let Some(key) = convert::feed_after(after).filter(|_| limit > 0) else {
+            // Nothing asked for, or nothing stored that far.
             return Ok((FeedPage::new(Vec::new(), after, false), false));
-        }
+        };
         let sql = self.inner.sql.feed(filter, limit);
         let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
         let mut pause = Duration::from_millis(2);
         loop {
-            let (page, held_back) = self.read_feed_once(&sql, after, filter, limit).await?;
+            let (page, held_back) = self.read_feed_once(&sql, after, key, filter, limit).await?;
             if page.more || !held_back || tokio::time::Instant::now() >= deadline {
                 return Ok((page, held_back));
             }
@@ -622,6 +658,7 @@ impl PgEventStore {
         &self,
         sql: &str,
         after: Position,
+        (after_tx, after_seq): (i64, i64),
         filter: &FeedFilter,
         limit: usize,
     ) -> Result<(FeedPage, bool), StoreError> {
@@ -631,9 +668,9 @@ impl PgEventStore {
         // or the feed order reads fewer rows.
         let mut query = sqlx::query(sql)
             .persistent(filter.is_all())
-            .bind(sql_int(after.commit()))
-            .bind(sql_int(after.sequence()))
-            .bind(sql_int(limit));
+            .bind(after_tx)
+            .bind(after_seq)
+            .bind(convert::limit(limit));
         if !filter.categories.is_empty() {
             query = query.bind(&filter.categories);
         }
@@ -652,8 +689,17 @@ impl PgEventStore {
                 let windowed: Option<bool> = row.try_get(1).map_err(failed)?;
                 let end_tx: Option<i64> = row.try_get(2).map_err(failed)?;
                 let end_seq: Option<i64> = row.try_get(3).map_err(failed)?;
-                let end = end_tx.zip(end_seq).map(|(tx, seq)| position(tx, seq));
-                head = Some((held_back, windowed.unwrap_or(false), end));
+                let end = match end_tx.zip(end_seq) {
+                    Some((tx, seq)) => Some(convert::position(tx, seq).map_err(|reason| {
+                        StoreError::CorruptRecord {
+                            location: "the end of a feed read".to_owned(),
+                            reason,
+                        }
+                    })?),
+                    None => None,
+                };
+                // Null: the read examines the feed to its end.
+                head = Some((held_back, windowed == Some(true), end));
             }
             // An empty page is one row of null event columns. After a
             // corrupt row the rest of the page is only drained.
@@ -677,7 +723,10 @@ impl PgEventStore {
             }
             return Ok((FeedPage::of_events(after, events, 1), false));
         }
-        let (held_back, windowed, end) = head.unwrap_or((false, false, None));
+        // The query answers at least one row; without one, nothing was read.
+        let Some((held_back, windowed, end)) = head else {
+            return Ok((FeedPage::new(events, after, false), false));
+        };
         let page = match end {
             // A full page, or a read that examines every row: read on after
             // its last event.
@@ -687,6 +736,52 @@ impl PgEventStore {
             Some(end) => FeedPage::new(events, end.max(after), windowed),
         };
         Ok((page, held_back))
+    }
+}
+
+/// An event row as stored, for an event that cannot be read back: its
+/// data and metadata as the text PostgreSQL holds.
+#[derive(Debug)]
+pub(crate) struct RawEvent {
+    pub(crate) event_id: Uuid,
+    pub(crate) stream_id: String,
+    pub(crate) version: u64,
+    pub(crate) event_type: String,
+    pub(crate) data: String,
+    pub(crate) metadata: String,
+}
+
+impl PgEventStore {
+    /// The stored row at `position`, as text, if there is one.
+    pub(crate) async fn raw_event(
+        &self,
+        position: Position,
+    ) -> Result<Option<RawEvent>, StoreError> {
+        let Some((tx, seq)) = convert::feed_after(position) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&self.inner.sql.raw_event)
+            .bind(tx)
+            .bind(seq)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| read_error("read a stored event", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |reason: String| StoreError::CorruptEvent {
+            location: format!("position {position}"),
+            position: Some(position),
+            reason,
+        };
+        let field = |e: sqlx::Error| corrupt(e.to_string());
+        Ok(Some(RawEvent {
+            event_id: row.try_get("event_id").map_err(field)?,
+            stream_id: row.try_get("stream_id").map_err(field)?,
+            version: convert::unsigned(row.try_get("version").map_err(field)?, "the version")
+                .map_err(corrupt)?,
+            event_type: row.try_get("event_type").map_err(field)?,
+            data: row.try_get("data").map_err(field)?,
+            metadata: row.try_get("metadata").map_err(field)?,
+        }))
     }
 }
 
@@ -716,7 +811,7 @@ impl EventStore for PgEventStore {
     ) -> Result<AppendResult, StoreError> {
         let encoded = encode_batch(stream, &events, &self.inner.config.store_limits())?;
         let written = !events.is_empty();
-        let batch = Batch::new(events, encoded);
+        let batch = Batch::new(stream, events, encoded)?;
         let mut attempts = 0;
         let mut check = false;
         let mut reconnects = 0;
@@ -762,19 +857,23 @@ impl EventStore for PgEventStore {
         stream: &StreamId,
         read: StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if read.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let sql = match read.direction {
-            ReadDirection::Forward => &self.inner.sql.read_forward,
-            ReadDirection::Backward => &self.inner.sql.read_backward,
+        // Every stored version is a bigint: a forward read from past that
+        // range finds nothing, a backward one starts at the last event.
+        let (sql, from) = match (read.direction, i64::try_from(read.from)) {
+            _ if read.limit == 0 => return Ok(Vec::new()),
+            (ReadDirection::Forward, Ok(from)) => (&self.inner.sql.read_forward, from),
+            (ReadDirection::Forward, Err(_)) => return Ok(Vec::new()),
+            (ReadDirection::Backward, from) => (
+                &self.inner.sql.read_backward,
+                from.map_or(i64::MAX, |from| from),
+            ),
         };
         // Rows are decoded as they arrive, while the server is still
         // producing the rest.
         let mut rows = sqlx::query(sql)
             .bind(stream.as_str())
-            .bind(sql_int(read.from))
-            .bind(sql_int(read.limit))
+            .bind(from)
+            .bind(convert::limit(read.limit))
             .fetch(&self.inner.pool);
         let mut events = Vec::new();
         let mut corrupt = None;
@@ -807,9 +906,16 @@ impl EventStore for PgEventStore {
         let mut events = Vec::new();
         let mut after = after;
         while events.len() < limit {
-            let (page, _) = self
+            let page = match self
                 .read_feed_waiting(after, filter, limit - events.len())
-                .await?;
+                .await
+            {
+                Ok((page, _)) => page,
+                // The events before an unreadable one go out first; the
+                // next read starts at it and reports it.
+                Err(StoreError::CorruptEvent { .. }) if !events.is_empty() => break,
+                Err(error) => return Err(error),
+            };
             let done = !page.more || page.events.len() >= limit - events.len();
             after = page.next;
             events.extend(page.events);
@@ -860,28 +966,39 @@ impl SnapshotStore for PgEventStore {
             .await
             .map_err(|e| read_error("load snapshot", e))?;
         let Some(row) = row else { return Ok(None) };
-        let corrupt = |e: sqlx::Error| StoreError::CorruptEvent {
+        let corrupt = |reason: String| StoreError::CorruptRecord {
             location: format!("snapshot of stream {stream}"),
-            reason: e.to_string(),
+            reason,
         };
-        let version: i64 = row.try_get("version").map_err(corrupt)?;
-        let schema_version: i32 = row.try_get("schema_version").map_err(corrupt)?;
+        let field = |e: sqlx::Error| corrupt(e.to_string());
+        let version: i64 = row.try_get("version").map_err(field)?;
+        let schema_version: i32 = row.try_get("schema_version").map_err(field)?;
         let mut snapshot = Snapshot::new(
             stream.clone(),
-            u64::try_from(version).unwrap_or(0),
-            u32::try_from(schema_version).unwrap_or(0),
-            row.try_get("data").map_err(corrupt)?,
+            convert::unsigned(version, "the version").map_err(corrupt)?,
+            u32::try_from(schema_version)
+                .map_err(|_| corrupt(format!("negative format version {schema_version}")))?,
+            row.try_get("data").map_err(field)?,
         );
-        snapshot.taken_at = row.try_get("taken_at").map_err(corrupt)?;
+        snapshot.taken_at = row.try_get("taken_at").map_err(field)?;
         Ok(Some(snapshot))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let data = encode_snapshot(&snapshot)?;
+        // `encode_snapshot` checked both versions against these columns.
+        let out_of_range = |what: &str| StoreError::InvalidSnapshot {
+            stream: snapshot.stream_id.clone(),
+            kind: InvalidSnapshotKind::Unencodable(format!("the {what} does not fit its column")),
+        };
+        let version = i64::try_from(snapshot.version).map_err(|_| out_of_range("version"))?;
+        let schema_version =
+            i32::try_from(snapshot.schema_version).map_err(|_| out_of_range("format version"))?;
         sqlx::query(&self.inner.sql.save_snapshot)
             .bind(snapshot.stream_id.as_str())
-            .bind(sql_int(snapshot.version))
-            .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
-            .bind(Json(&snapshot.data))
+            .bind(version)
+            .bind(schema_version)
+            .bind(data)
             .bind(snapshot.taken_at)
             .execute(&self.inner.pool)
             .await

@@ -17,7 +17,7 @@ use es_core::{
     Aggregate, BoxError, DecodeError, DecodeErrorKind, Dispatch, Event, EventStore,
     ExpectedVersion, FeedFilter, IdempotencyConflictKind, InvalidEventKind, LoadError, MemoryStore,
     Metadata, NewEvent, On, Position, Projection, RecordedEvent, Repository, RepositoryOptions,
-    Reset, StoreError, StoreLimits, StreamId, StreamIdError, StreamRead,
+    Reset, StoreError, StoreLimits, StreamId, StreamIdError, StreamRead, UnstorableJson,
 };
 use es_postgres::{
     ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, RunnerConfig,
@@ -612,24 +612,24 @@ fn bad_input_is_rejected_and_nothing_is_written() {
             (
                 "NUL in a data value",
                 vec![NewEvent::new("Nul", json!({ "a": ["ok", "b\u{0}"] }))],
-                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::NulCharacter { part: "data" }, .. }),
+                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::Unstorable { part: "data", reason: UnstorableJson::NulCharacter { .. } }, .. }),
             ),
             (
                 "NUL in a data key",
                 vec![NewEvent::new("Nul", json!({ "k\u{0}": 1 }))],
-                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::NulCharacter { part: "data" }, .. }),
+                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::Unstorable { part: "data", reason: UnstorableJson::NulCharacter { .. } }, .. }),
             ),
             (
                 "NUL in the metadata",
                 vec![NewEvent::new("Nul", json!({}))
                     .with_metadata(Metadata::default().with_custom("k", json!({ "n": "\u{0}" })))],
-                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::NulCharacter { part: "metadata" }, .. }),
+                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::Unstorable { part: "metadata", reason: UnstorableJson::NulCharacter { .. } }, .. }),
             ),
             (
                 "NUL in the correlation id",
                 vec![NewEvent::new("Nul", json!({}))
                     .with_metadata(Metadata::default().with_correlation_id("c\u{0}"))],
-                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::NulCharacter { part: "metadata" }, .. }),
+                &|e| matches!(e, StoreError::InvalidEvent { kind: InvalidEventKind::Unstorable { part: "metadata", reason: UnstorableJson::NulCharacter { .. } }, .. }),
             ),
             (
                 "the same id twice in a batch",
@@ -729,7 +729,7 @@ fn corrupt_metadata_in_the_database_is_a_typed_error() {
                 .read_stream(&stream(&id), StreamRead::forward())
                 .await
                 .expect_err(what);
-            let StoreError::CorruptEvent { location, reason } = &error else {
+            let StoreError::CorruptEvent { location, reason, position: at } = &error else {
                 panic!("{what}: expected CorruptEvent, got {error:?}");
             };
             for part in [
@@ -742,6 +742,7 @@ fn corrupt_metadata_in_the_database_is_a_typed_error() {
                 assert!(location.contains(&part), "{what}: {location:?} lacks {part:?}");
             }
             assert!(reason.contains("metadata"), "{what}: {reason}");
+            assert_eq!(*at, Some(position), "{what}: the error carries the position");
             // Backward reads and the feed say the same.
             assert!(matches!(
                 store
@@ -993,7 +994,11 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
                 (
                     Some(expected),
                     StoreError::InvalidEvent {
-                        kind: InvalidEventKind::NulCharacter { part },
+                        kind:
+                            InvalidEventKind::Unstorable {
+                                part,
+                                reason: UnstorableJson::NulCharacter { .. },
+                            },
                         ..
                     },
                 ) if part == expected => {}

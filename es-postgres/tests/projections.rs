@@ -379,7 +379,7 @@ fn poison_event_is_parked_and_later_events_applied() {
         append(&store, "Account-1", vec![added(4)]).await;
         wait_for_applied(&store, 4, Duration::from_secs(10)).await;
 
-        let (event_id, error, attempts): (Uuid, String, i32) = sqlx::query_as(
+        let (event_id, error, attempts): (Uuid, String, i64) = sqlx::query_as(
             "SELECT event_id, error, attempts FROM es.projection_dead_letters WHERE projection = 'tally'",
         )
         .fetch_one(store.pool())

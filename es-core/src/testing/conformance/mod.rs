@@ -9,6 +9,10 @@
     reason = "every function here is a test case that panics on failure"
 )]
 
+mod round_trip;
+
+pub use round_trip::*;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
