@@ -28,8 +28,12 @@ pub trait FeedWaker: Send + 'static {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct FollowOptions {
-    /// Events fetched per read.
+    /// Events fetched per read once caught up, and by the first read.
     pub batch_size: usize,
+    /// Events fetched per read while catching up (after a read that found
+    /// more to read): fewer, larger reads cost less per event. The
+    /// subscription holds at most this many events read ahead.
+    pub catch_up_batch_size: usize,
     /// First delay after a transient error; doubled up to `max_backoff`.
     pub min_backoff: Duration,
     /// Longest delay between retries after transient errors.
@@ -40,6 +44,7 @@ impl Default for FollowOptions {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            catch_up_batch_size: 4_000,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
         }
@@ -73,6 +78,9 @@ where
         next: Position,
         /// Whether to read on at once (rather than wait) then.
         more: bool,
+        /// Whether the last read found more to read: the next one reads a
+        /// catch-up batch.
+        catching_up: bool,
         failed: bool,
     }
 
@@ -85,6 +93,7 @@ where
         buffer: VecDeque::new(),
         next: after,
         more: true,
+        catching_up: false,
         failed: false,
     };
     futures::stream::unfold(state, |mut state| async move {
@@ -104,15 +113,21 @@ where
                 state.waker.wait().await;
             }
             state.waker.arm();
+            let batch = if state.catching_up {
+                state.options.catch_up_batch_size
+            } else {
+                state.options.batch_size
+            };
             match state
                 .store
-                .read_feed(state.after, &state.filter, state.options.batch_size.max(1))
+                .read_feed(state.after, &state.filter, batch.max(1))
                 .await
             {
                 Ok(page) => {
                     backoff = state.options.min_backoff;
                     state.next = page.next;
                     state.more = page.more;
+                    state.catching_up = page.more;
                     state.buffer.extend(page.events);
                 }
                 Err(error) if error.is_transient() => {

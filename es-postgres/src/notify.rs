@@ -15,6 +15,8 @@ pub(crate) struct Wakeups {
     signal: Arc<watch::Sender<u64>>,
     /// Dropped with the store, which stops the listener task.
     listener: Mutex<Option<oneshot::Sender<()>>>,
+    /// When this store last looked for rows of ended listeners.
+    last_sweep: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Wakeups {
@@ -22,6 +24,7 @@ impl Wakeups {
         Self {
             signal: Arc::new(watch::channel(0).0),
             listener: Mutex::new(None),
+            last_sweep: Mutex::new(None),
         }
     }
 
@@ -66,7 +69,9 @@ fn bump(signal: &watch::Sender<u64>) {
 ///
 /// Each listening session registers its backend pid in `listeners`, because
 /// appends only send NOTIFY while that table has a row; a session that comes
-/// back after a lost connection registers again.
+/// back after a lost connection registers again, and a stopped store removes
+/// its row. Registering also removes the rows of sessions that have ended
+/// (a process that died), as [`sweep`] does.
 async fn listen(
     pool: PgPool,
     channel: String,
@@ -75,36 +80,46 @@ async fn listen(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let register = format!(
-        "WITH gone AS (DELETE FROM {listeners} \
-         WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)) \
+        "WITH gone AS ({sweep}) \
          INSERT INTO {listeners} (pid) VALUES (pg_backend_pid()) \
-         ON CONFLICT (pid) DO UPDATE SET since = now()"
+         ON CONFLICT (pid) DO UPDATE SET since = now()",
+        sweep = sweep_sql(&listeners),
     );
+    let unregister = format!("DELETE FROM {listeners} WHERE pid = pg_backend_pid()");
     let mut backoff = Duration::from_millis(100);
     loop {
-        let session = async {
+        let connect = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(&channel).await?;
             sqlx::query(&register).execute(&mut listener).await?;
-            bump(&signal);
-            loop {
-                if listener.try_recv().await?.is_none() {
-                    // The connection was lost and has been re-established
-                    // as a new session: notifications may have been missed,
-                    // and the new session must register.
-                    sqlx::query(&register).execute(&mut listener).await?;
-                }
-                bump(&signal);
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
+            Ok::<_, sqlx::Error>(listener)
         };
-        tokio::select! {
+        let connected = tokio::select! {
             _ = &mut stopped => return,
-            result = session => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, %channel, "event notification listener lost its connection");
-                }
+            connected = connect => connected,
+        };
+        match connected {
+            Ok(mut listener) => {
+                bump(&signal);
+                let ended = tokio::select! {
+                    _ = &mut stopped => None,
+                    error = forward(&mut listener, &register, &signal) => Some(error),
+                };
+                let Some(error) = ended else {
+                    // Appends stop sending NOTIFY once no session listens.
+                    let done = sqlx::query(&unregister).execute(&mut listener);
+                    if tokio::time::timeout(Duration::from_secs(5), done)
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(%channel, "removing the listener's row timed out");
+                    }
+                    return;
+                };
+                tracing::debug!(%error, %channel, "event notification listener lost its connection");
+            }
+            Err(error) => {
+                tracing::debug!(%error, %channel, "event notification listener could not connect");
             }
         }
         bump(&signal);
@@ -114,4 +129,67 @@ async fn listen(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Wakes `signal` for each notification until the connection fails.
+async fn forward(
+    listener: &mut PgListener,
+    register: &str,
+    signal: &watch::Sender<u64>,
+) -> sqlx::Error {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_)) => {}
+            // The connection was lost and has been re-established as a new
+            // session: notifications may have been missed, and the new
+            // session must register.
+            Ok(None) => {
+                if let Err(error) = sqlx::query(register).execute(&mut *listener).await {
+                    return error;
+                }
+            }
+            Err(error) => return error,
+        }
+        bump(signal);
+    }
+}
+
+/// The statement that removes the rows of listening sessions that have
+/// ended.
+fn sweep_sql(listeners: &str) -> String {
+    format!(
+        "DELETE FROM {listeners} \
+         WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
+    )
+}
+
+/// How often, at most, a store's appends look for rows of listeners that
+/// ended without removing them (a process that died), so that appends stop
+/// sending NOTIFY to nobody even when no other listener starts.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Removes the rows of ended listening sessions, in a task of its own, at
+/// most once per [`SWEEP_INTERVAL`] per store (the first time at once).
+pub(crate) fn sweep(wakeups: &Wakeups, pool: &PgPool, listeners: &str) {
+    let now = tokio::time::Instant::now();
+    {
+        let mut last = wakeups
+            .last_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < SWEEP_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let pool = pool.clone();
+    let sql = sweep_sql(listeners);
+    runtime.spawn(async move {
+        if let Err(error) = sqlx::query(&sql).execute(&pool).await {
+            tracing::debug!(%error, "removing the rows of ended listeners failed");
+        }
+    });
 }

@@ -1,6 +1,7 @@
 //! [`PgEventStore`]: the event-store contract on PostgreSQL.
 
 use std::fmt::Write as _;
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use es_core::{
     StreamRead,
 };
 use futures::TryStreamExt as _;
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -23,7 +24,7 @@ use crate::PgStoreConfig;
 use crate::convert;
 use crate::error::{Failure, classify, read_error};
 use crate::migrate::{self, MigrateError};
-use crate::notify::Wakeups;
+use crate::notify::{self, Wakeups};
 
 /// An [`EventStore`] in PostgreSQL.
 ///
@@ -80,6 +81,8 @@ struct Queries {
     load_snapshot: String,
     save_snapshot: String,
     raw_event: String,
+    /// The schema's table of listening sessions.
+    listeners: String,
 }
 
 /// The columns of an event row, in the order [`decode_event`] reads them.
@@ -112,12 +115,17 @@ impl Queries {
                 "SELECT tx_id FROM {events} \
                  WHERE {CATEGORY} = ($4::text[])[1] AND starts_append"
             ),
-            // The whole rows of a windowed read's matches (`m`).
+            // The whole rows of a windowed read's matches (`m`), each
+            // through the primary key: the LIMIT keeps the planner from
+            // turning the lookups into a join over a scan of the table,
+            // which it prefers on a small one.
             matched_events: format!(
-                "SELECT {columns} FROM m JOIN {events} ev USING (tx_id, seq) \
-                 ORDER BY tx_id, seq",
+                "SELECT ev.* FROM m CROSS JOIN LATERAL (SELECT {columns} FROM {events} ev \
+                 WHERE ev.tx_id = m.tx_id AND ev.seq = m.seq LIMIT 1) ev \
+                 ORDER BY ev.tx_id, ev.seq",
                 columns = qualified_columns("ev"),
             ),
+            listeners: format!("\"{schema}\".listeners"),
             raw_event: format!(
                 "SELECT event_id, stream_id, version, event_type, data::text AS data, \
                  metadata::text AS metadata FROM {events} \
@@ -178,26 +186,7 @@ impl Queries {
         let mut page = self.feed_select.clone();
         Self::push_filter(&mut page, filter);
         if filter.categories.len() == 1 {
-            let mut held_back = self.category_appends.clone();
-            held_back.push_str(
-                " AND tx_id >= greatest($1::bigint::text::xid8, \
-                 pg_snapshot_xmin(pg_current_snapshot()))",
-            );
-            let txs = format!(
-                "{appends} AND tx_id >= $1::bigint::text::xid8 \
-                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
-                appends = self.category_appends
-            );
-            return format!(
-                "WITH a AS MATERIALIZED (SELECT ARRAY({txs} ORDER BY tx_id LIMIT {window}) AS txs) \
-                 SELECT h.held_back, cardinality(a.txs) = {window}, \
-                 a.txs[cardinality(a.txs)]::text::bigint, {max_seq}::bigint, e.* \
-                 FROM (SELECT ({held_back} ORDER BY tx_id LIMIT 1) IS NOT NULL AS held_back) h \
-                 CROSS JOIN a \
-                 LEFT JOIN LATERAL ({page} AND tx_id = ANY(a.txs) ORDER BY tx_id, seq LIMIT $3) e \
-                 ON true",
-                max_seq = i64::MAX,
-            );
+            return self.category_feed(filter, window);
         }
         let mut held_back = self.held_back_select.clone();
         Self::push_filter(&mut held_back, filter);
@@ -234,13 +223,79 @@ impl Queries {
         )
     }
 
+    /// The feed query for one category (and maybe event types): the next
+    /// transactions that appended to the category, from the category index
+    /// in feed order (one entry per append: an append's events share their
+    /// stream), and the category's events of each, through the primary key.
+    ///
+    /// - Category alone: `$3 + 1` transactions hold at least `$3` events
+    ///   after `after` (each but the first, which may hold none after it,
+    ///   holds at least one), so the page reads no more appends than it
+    ///   needs. The transactions come out in feed order and each one's
+    ///   events in sequence order, so the page is an incremental sort of
+    ///   them that stops when it is full, never a sort of the category.
+    /// - With event types too, the appends may hold no match: the read
+    ///   examines at most a quarter of `window` appends (each holds one
+    ///   event or more) and says how far it looked.
+    fn category_feed(&self, filter: &FeedFilter, window: usize) -> String {
+        let window = window / 4;
+        let events = &self.events;
+        let mut page = format!(
+            "SELECT {columns} FROM {events} ev \
+             WHERE ev.tx_id = a.tx_id AND (ev.tx_id, ev.seq) > ($1::bigint::text::xid8, $2)",
+            columns = qualified_columns("ev"),
+        );
+        Self::push_filter_on(&mut page, "ev.", filter);
+        let mut held_back = self.category_appends.clone();
+        held_back.push_str(
+            " AND tx_id >= greatest($1::bigint::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))",
+        );
+        let held_back =
+            format!("(SELECT ({held_back} ORDER BY tx_id LIMIT 1) IS NOT NULL AS held_back) h");
+        let appends = format!(
+            "SELECT DISTINCT tx_id FROM {events} \
+             WHERE {CATEGORY} = ($4::text[])[1] AND starts_append \
+             AND tx_id >= $1::bigint::text::xid8 \
+             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id"
+        );
+        if filter.event_types.is_empty() {
+            return format!(
+                "SELECT h.held_back, NULL::boolean, NULL::bigint, NULL::bigint, e.* FROM {held_back} \
+                 LEFT JOIN LATERAL (SELECT ev.* FROM ({appends} LIMIT $3 + 1) a \
+                 CROSS JOIN LATERAL ({page}) ev ORDER BY ev.tx_id, ev.seq LIMIT $3) e ON true"
+            );
+        }
+        // The window's transactions as an array, matched through the
+        // primary key: a join with them could be planned as a hash join
+        // over a scan of the whole table when the types look rare.
+        let mut matches = self.feed_select.clone();
+        Self::push_filter(&mut matches, filter);
+        format!(
+            "WITH w AS MATERIALIZED (SELECT ARRAY({appends} LIMIT {window}) AS txs) \
+             SELECT h.held_back, cardinality(w.txs) = {window}, \
+             w.txs[cardinality(w.txs)]::text::bigint, {max_seq}::bigint, e.* \
+             FROM {held_back} CROSS JOIN w \
+             LEFT JOIN LATERAL ({matches} AND tx_id = ANY(w.txs) ORDER BY tx_id, seq LIMIT $3) e \
+             ON true",
+            max_seq = i64::MAX,
+        )
+    }
+
     /// Appends `filter`'s conditions to `sql`; its arrays are parameters 4
     /// and on.
     fn push_filter(sql: &mut String, filter: &FeedFilter) {
+        Self::push_filter_on(sql, "", filter);
+    }
+
+    /// [`push_filter`](Self::push_filter) on the columns of the events
+    /// table under `prefix` (an alias and a dot, or nothing).
+    fn push_filter_on(sql: &mut String, prefix: &str, filter: &FeedFilter) {
         let mut param = 4;
+        let category = format!("split_part({prefix}stream_id, '-', 1)");
+        let event_type = format!("{prefix}event_type");
         for (column, values) in [
-            (CATEGORY, &filter.categories),
-            ("event_type", &filter.event_types),
+            (&category, &filter.categories),
+            (&event_type, &filter.event_types),
         ] {
             match values.len() {
                 0 => {}
@@ -287,6 +342,11 @@ impl PgEventStore {
 
     /// Connects a pool of up to 10 connections to `url` and builds a store.
     ///
+    /// The sessions run with `jit = off`: every statement of the store reads
+    /// a bounded number of rows, and a plan estimated as expensive (a
+    /// generic plan, a misestimate) would otherwise be compiled again on
+    /// each execution, tens of milliseconds each time.
+    ///
     /// The pool does not test a connection before handing it out (a round
     /// trip per operation): an append whose connection turns out broken runs
     /// once more on a fresh one, which is safe because appends are
@@ -297,10 +357,13 @@ impl PgEventStore {
     ///
     /// [`StoreError::Backend`] when the server cannot be reached.
     pub async fn connect(url: &str, config: PgStoreConfig) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::backend("connect", e))?
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(|e| StoreError::backend("connect", e))?;
         Ok(Self::new(pool, config))
@@ -335,7 +398,7 @@ impl PgEventStore {
         let wakeups = self.inner.wakeups.subscribe(
             &self.inner.pool,
             self.inner.config.channel(),
-            format!("\"{}\".listeners", self.inner.config.schema()),
+            self.inner.sql.listeners.clone(),
         );
         WatchWaker::new(wakeups, Some(self.inner.config.poll()))
     }
@@ -663,20 +726,11 @@ impl PgEventStore {
         limit: usize,
     ) -> Result<(FeedPage, bool), StoreError> {
         let failed = |e| read_error("read feed", e);
-        // A filtered read is planned for its values each time: a plan
-        // cached for any category would not know whether the category index
-        // or the feed order reads fewer rows.
-        let mut query = sqlx::query(sql)
-            .persistent(filter.is_all())
-            .bind(after_tx)
-            .bind(after_seq)
-            .bind(convert::limit(limit));
-        if !filter.categories.is_empty() {
-            query = query.bind(&filter.categories);
-        }
-        if !filter.event_types.is_empty() {
-            query = query.bind(&filter.event_types);
-        }
+        // Prepared once per connection: each shape of read has one good
+        // plan whatever its values (a category's reads walk the category
+        // index, others a window of the feed), so a generic plan is that
+        // plan and no read pays for planning.
+        let query = feed_query(sql, (after_tx, after_seq), filter, limit);
         // Rows are decoded as they arrive, while the server is still
         // producing the rest of the page.
         let mut rows = query.fetch(&self.inner.pool);
@@ -739,6 +793,42 @@ impl PgEventStore {
     }
 }
 
+impl PgEventStore {
+    /// Runs the read of [`read_feed`](EventStore::read_feed) once under
+    /// `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` and returns the server's
+    /// plan with the rows each step actually read: a diagnostic for a read
+    /// that is slower than it should be, and how the tests check that no
+    /// read's cost grows with the store.
+    ///
+    /// `Null` when the read needs no statement (a limit of 0, or a position
+    /// past any the store can hold).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the server refuses the statement.
+    pub async fn explain_feed(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<serde_json::Value, StoreError> {
+        let Some((tx, seq)) = convert::feed_after(after).filter(|_| limit > 0) else {
+            return Ok(serde_json::Value::Null);
+        };
+        let sql = format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+            self.inner.sql.feed(filter, limit)
+        );
+        let row = feed_query(&sql, (tx, seq), filter, limit)
+            .persistent(false)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| read_error("explain a feed read", e))?;
+        row.try_get(0)
+            .map_err(|e| read_error("explain a feed read", e))
+    }
+}
+
 /// An event row as stored, for an event that cannot be read back: its
 /// data and metadata as the text PostgreSQL holds.
 #[derive(Debug)]
@@ -785,6 +875,27 @@ impl PgEventStore {
     }
 }
 
+/// The feed query `sql` (see [`Queries::feed`]) with its parameters: the
+/// position to read after, the limit and the filter's arrays.
+fn feed_query<'q>(
+    sql: &'q str,
+    (after_tx, after_seq): (i64, i64),
+    filter: &'q FeedFilter,
+    limit: usize,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(sql)
+        .bind(after_tx)
+        .bind(after_seq)
+        .bind(convert::limit(limit));
+    if !filter.categories.is_empty() {
+        query = query.bind(&filter.categories);
+    }
+    if !filter.event_types.is_empty() {
+        query = query.bind(&filter.event_types);
+    }
+    query
+}
+
 /// The column of a feed row where the event's [`COLUMNS`] start.
 const FEED_EVENT: usize = 4;
 
@@ -821,6 +932,11 @@ impl EventStore for PgEventStore {
                 Ok(Attempt::Done(result)) => {
                     if written && !result.idempotent_replay {
                         self.inner.wakeups.wake();
+                        notify::sweep(
+                            &self.inner.wakeups,
+                            &self.inner.pool,
+                            &self.inner.sql.listeners,
+                        );
                     }
                     return Ok(result);
                 }

@@ -8,6 +8,7 @@
 mod baseline;
 mod domain;
 mod report;
+mod scale;
 mod workloads;
 
 use std::error::Error;
@@ -29,6 +30,11 @@ struct Args {
     /// Run only the workloads whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Instead of the workloads, fill a store through the API to this many
+    /// events and measure every operation at 10,000 events, a fifth of it
+    /// and all of it (see BENCHMARKS.md).
+    #[arg(long, value_name = "EVENTS")]
+    scale: Option<u64>,
 }
 
 /// How long each side of a timed workload runs, and how often they alternate.
@@ -49,6 +55,19 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(events) = args.scale {
+        let report = runtime.block_on(scale::run(events, !args.json))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{}", report.table());
+        }
+        let missed = report.missed();
+        if !missed.is_empty() {
+            return Err(format!("targets missed: {}", missed.join(", ")).into());
+        }
+        return Ok(());
+    }
     let results: Vec<Workload> = runtime.block_on(async {
         let timing = if args.quick {
             Timing {

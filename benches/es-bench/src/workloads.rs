@@ -23,7 +23,7 @@ use crate::domain::{Account, AccountEvent, Deposit, Ledger, deposit_event};
 use crate::report::Workload;
 use crate::{Timing, baseline};
 
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+pub(crate) type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Connections per pool, the same for the framework and the baseline.
 const POOL_SIZE: u32 = 10;
@@ -568,8 +568,8 @@ impl Bench {
 }
 
 /// A projection that only counts, for catch-up speed.
-struct NoOp {
-    seen: Arc<AtomicU64>,
+pub(crate) struct NoOp {
+    pub(crate) seen: Arc<AtomicU64>,
 }
 
 impl Projection for NoOp {
@@ -651,7 +651,7 @@ async fn join_counts(
     clippy::cast_precision_loss,
     reason = "benchmark counts are far below 2^52"
 )]
-fn units(count: u64) -> f64 {
+pub(crate) fn units(count: u64) -> f64 {
     count as f64
 }
 
