@@ -15,8 +15,9 @@
 //! - migrations are embedded and applied by [`PgEventStore::migrate`], into a
 //!   configurable schema ([`PgStoreConfig`]).
 //!
-//! With the `local` feature (on by default), [`local`] starts a throwaway
-//! PostgreSQL cluster for tests and examples when `DATABASE_URL` is unset.
+//! Tests and examples start a throwaway PostgreSQL cluster with the
+//! `es-postgres-local` crate (test support, not published) when
+//! `DATABASE_URL` is unset.
 //!
 //! Read models are kept by a [`ProjectionRunner`] per projection: it follows
 //! the feed from a checkpoint stored in the store's schema, one runner per
@@ -76,8 +77,6 @@ mod config;
 mod convert;
 mod error;
 mod lag;
-#[cfg(feature = "local")]
-pub mod local;
 pub mod migrate;
 mod notify;
 pub mod projection;

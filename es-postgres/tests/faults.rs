@@ -21,8 +21,9 @@ use es_core::{
 };
 use es_postgres::{
     ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, RunnerConfig,
-    local, projection_status, request_rebuild,
+    projection_status, request_rebuild,
 };
+use es_postgres_local as local;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use es_core::Projection as _;
 use es_core::{EventStore, ExpectedVersion, FeedFilter, NewEvent, Position, StreamId, StreamRead};
-use es_postgres::{
-    PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig, local, request_rebuild,
-};
+use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig, request_rebuild};
+use es_postgres_local as local;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;

@@ -12,9 +12,9 @@ use es_core::{
     StreamId, StreamRead,
 };
 use es_postgres::{
-    AtLeastOnce, PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig, local,
-    request_rebuild,
+    AtLeastOnce, PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig, request_rebuild,
 };
+use es_postgres_local as local;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};

@@ -4,7 +4,8 @@
 
 pub(crate) mod proxy;
 
-use es_postgres::{PgEventStore, PgStoreConfig, local};
+use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres_local as local;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 

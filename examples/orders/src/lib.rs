@@ -52,8 +52,8 @@
 use std::time::Duration;
 
 use es_core::{CommandError, DecodeError, LoadError, StoreError};
-use es_postgres::local::LocalError;
 use es_postgres::{MigrateError, ProjectionError};
+use es_postgres_local::LocalError;
 
 pub mod demo;
 pub mod domain;

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use es_postgres::{PgEventStore, PgStoreConfig, local};
+use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres_local as local;
 use orders::Error;
 use orders::service::{Projections, Shop};
 

@@ -1,6 +1,7 @@
 //! A fresh database per test, on `DATABASE_URL` or the throwaway cluster.
 
-use es_postgres::{PgEventStore, PgStoreConfig, local};
+use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres_local as local;
 
 /// A store in a new, empty database (not yet migrated).
 pub(crate) async fn fresh_store() -> PgEventStore {

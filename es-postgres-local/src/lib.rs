@@ -50,7 +50,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let postgres = es_postgres::local::shared().await?;
+//! let postgres = es_postgres_local::shared().await?;
 //! let url = postgres.create_database().await?;
 //! let pool = sqlx::PgPool::connect(&url).await?;
 //! # drop(pool);
@@ -152,7 +152,7 @@ pub enum LocalError {
     /// [`LocalPostgres::stop`] or [`LocalPostgres::start`] was called on a
     /// server that does not come from [`private`].
     #[error(
-        "only a private cluster (es_postgres::local::private) can be stopped and started; \
+        "only a private cluster (es_postgres_local::private) can be stopped and started; \
          this server is shared by the whole process or named by DATABASE_URL"
     )]
     NotPrivate,
