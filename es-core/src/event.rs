@@ -166,35 +166,10 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Assembles a recorded event from stored fields. Meant for store
-    /// implementations reading rows back.
-    #[must_use]
-    #[expect(clippy::too_many_arguments, reason = "one argument per stored field")]
-    pub fn from_parts(
-        event_id: Uuid,
-        stream_id: StreamId,
-        version: u64,
-        position: Position,
-        event_type: String,
-        schema_version: u32,
-        data: Value,
-        metadata: Metadata,
-        recorded_at: DateTime<Utc>,
-    ) -> Self {
-        Self {
-            event_id,
-            stream_id,
-            version,
-            position,
-            event_type,
-            schema_version,
-            data,
-            metadata,
-            recorded_at,
-        }
-    }
-
-    /// Assembles a recorded event. Meant for store implementations.
+    /// The recorded event of `event`, as a store records it at `version` of
+    /// `stream_id` and at `position`: for tests of projections and other
+    /// consumers of recorded events. (A store implementation reading rows
+    /// back uses [`backend::recorded_event`](crate::backend::recorded_event).)
     #[must_use]
     pub fn new(
         event: NewEvent,

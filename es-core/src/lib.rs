@@ -57,6 +57,7 @@ extern crate self as es_core;
 #[doc(hidden)]
 pub mod __private;
 pub mod aggregate;
+pub mod backend;
 pub mod error;
 pub mod event;
 pub mod json;
@@ -67,11 +68,11 @@ pub mod repository;
 pub mod snapshot;
 pub mod store;
 pub mod stream_id;
-pub mod subscription;
+mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod typed;
-pub mod validate;
+mod validate;
 
 pub use aggregate::{Aggregate, Decide, On, SnapshotPolicy};
 pub use error::{

@@ -61,7 +61,7 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// [`StoreError::InvalidSnapshot`] before any I/O when the snapshot
     /// could not be read back equal (see
-    /// [`validate::encode_snapshot`](crate::validate::encode_snapshot));
+    /// [`backend::encode_snapshot`](crate::backend::encode_snapshot));
     /// [`StoreError::Backend`] when storage fails.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
 }

@@ -368,7 +368,7 @@ pub trait EventStore: Send + Sync {
     ///   they are stored elsewhere;
     /// - [`StoreError::InvalidEvent`], [`StoreError::EventTooLarge`],
     ///   [`StoreError::BatchTooLarge`] before any I/O (see
-    ///   [`validate::check_batch`](crate::validate::check_batch): among
+    ///   [`backend::check_batch`](crate::backend::check_batch): among
     ///   others, a value that could not be read back equal is refused here);
     /// - [`StoreError::StreamVersionOverflow`] when the batch would take the
     ///   stream past [`MAX_STREAM_VERSION`];

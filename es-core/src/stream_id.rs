@@ -79,7 +79,20 @@ impl StreamId {
         category_of(&self.0)
     }
 
-    /// The id as text.
+    /// The id within the category: the text after the first `-`, or `""`
+    /// when there is none.
+    ///
+    /// ```
+    /// let order = es_core::StreamId::from_parts("Order", "a-1")?;
+    /// assert_eq!((order.category(), order.id()), ("Order", "a-1"));
+    /// # Ok::<(), es_core::StreamIdError>(())
+    /// ```
+    #[must_use]
+    pub fn id(&self) -> &str {
+        self.0.split_once('-').map_or("", |(_, id)| id)
+    }
+
+    /// The whole stream id as text.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0

@@ -2,8 +2,27 @@
 
 use es_core::StoreError;
 
-/// SQLSTATE of a unique violation.
-pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATEs the store acts on (PostgreSQL's appendix "Error Codes").
+pub(crate) mod sqlstate {
+    /// `unique_violation`: two writers raced on the same key.
+    pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+    /// `serialization_failure`: the transaction was rolled back.
+    pub(crate) const SERIALIZATION_FAILURE: &str = "40001";
+    /// `deadlock_detected`: the transaction was rolled back.
+    pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
+    /// `query_canceled`: `statement_timeout` or a cancel request.
+    pub(crate) const QUERY_CANCELED: &str = "57014";
+    /// Class 08, connection exceptions.
+    pub(crate) const CONNECTION_EXCEPTION_CLASS: &str = "08";
+    /// `admin_shutdown`, `crash_shutdown`, `cannot_connect_now`, ...: the
+    /// server ended the session.
+    pub(crate) const OPERATOR_INTERVENTION_SESSION: &str = "57P";
+}
+
+use sqlstate::{
+    CONNECTION_EXCEPTION_CLASS, DEADLOCK_DETECTED, OPERATOR_INTERVENTION_SESSION, QUERY_CANCELED,
+    SERIALIZATION_FAILURE, UNIQUE_VIOLATION,
+};
 
 /// How a failed statement should be handled.
 #[derive(Debug)]
@@ -27,12 +46,14 @@ pub(crate) fn classify(operation: &'static str, error: sqlx::Error) -> Failure {
         // Two appends raced on the same event id, or a serialization failure
         // or deadlock rolled the statement back: nothing was written, and a
         // second run sees the winner's rows.
-        Some(UNIQUE_VIOLATION | "40001" | "40P01") => Failure::Retry,
-        // query_canceled: statement_timeout or a cancel request.
-        Some("57014") => Failure::Fail(StoreError::Timeout { operation }),
+        Some(UNIQUE_VIOLATION | SERIALIZATION_FAILURE | DEADLOCK_DETECTED) => Failure::Retry,
+        Some(QUERY_CANCELED) => Failure::Fail(StoreError::Timeout { operation }),
         // The server ended the session (a restart, an administrator) or the
         // connection broke.
-        Some(c) if c.starts_with("08") || c.starts_with("57P") => {
+        Some(c)
+            if c.starts_with(CONNECTION_EXCEPTION_CLASS)
+                || c.starts_with(OPERATOR_INTERVENTION_SESSION) =>
+        {
             Failure::Reconnect(StoreError::backend(operation, error))
         }
         _ if matches!(error, sqlx::Error::Io(_)) => {

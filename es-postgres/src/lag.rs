@@ -10,10 +10,8 @@
 use std::time::Duration;
 
 use es_core::StoreError;
-use sqlx::Row;
 
 use crate::PgEventStore;
-use crate::error::read_error;
 
 /// How far the feed is held back right now (see
 /// [`PgEventStore::feed_lag`]).
@@ -61,50 +59,6 @@ impl PgEventStore {
     /// [`StoreError::Backend`] or [`StoreError::Timeout`] when the server
     /// cannot be asked.
     pub async fn feed_lag(&self) -> Result<FeedLag, StoreError> {
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM \"{schema}\".events \
-                     WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())) AS held_back, \
-                    o.pid, o.state, o.datname, \
-                    extract(epoch FROM clock_timestamp() - o.xact_start)::float8 AS age \
-             FROM (SELECT) AS one \
-             LEFT JOIN LATERAL ( \
-                 SELECT pid, state, datname, xact_start FROM pg_stat_activity \
-                 WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
-                 ORDER BY age(backend_xid) DESC, xact_start LIMIT 1 \
-             ) AS o ON true",
-            schema = self.config().schema()
-        );
-        let row = sqlx::query(&sql)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| read_error("read feed lag", e))?;
-        let get = |e: sqlx::Error| StoreError::backend("read feed lag", e);
-        let held_back: i64 = row.try_get("held_back").map_err(get)?;
-        let pid: Option<i32> = row.try_get("pid").map_err(get)?;
-        let oldest = match pid {
-            Some(pid) => {
-                let age: Option<f64> = row.try_get("age").map_err(get)?;
-                Some(OldestTransaction {
-                    pid,
-                    age: age
-                        .map_or(Ok(Duration::ZERO), Duration::try_from_secs_f64)
-                        .map_err(|e| StoreError::CorruptRecord {
-                            location: format!("the age of transaction {pid}"),
-                            reason: e.to_string(),
-                        })?,
-                    state: row.try_get("state").map_err(get)?,
-                    database: row.try_get("datname").map_err(get)?,
-                })
-            }
-            None => None,
-        };
-        Ok(FeedLag {
-            held_back: crate::convert::unsigned(held_back, "the count of held-back events")
-                .map_err(|reason| StoreError::CorruptRecord {
-                    location: "the feed's lag".to_owned(),
-                    reason,
-                })?,
-            oldest,
-        })
+        crate::data::feed::lag(self.pool(), &self.statements().feed).await
     }
 }

@@ -22,8 +22,9 @@
 //! Read models are kept by a [`ProjectionRunner`] per projection: it follows
 //! the feed from a checkpoint stored in the store's schema, one runner per
 //! projection name at a time (an advisory-lock lease), with an error policy
-//! ([`ErrorPolicy`]), rebuilds on request ([`request_rebuild`]) and an
-//! observable position and lag ([`projection_status`]).
+//! ([`ErrorPolicy`]), rebuilds on request ([`PgEventStore::request_rebuild`]) and an
+//! observable position and lag ([`PgEventStore::projection_statuses`]); [`ProjectionRunner::spawn`]
+//! returns a [`ProjectionHandle`] that stops, inspects and rebuilds it.
 //!
 //! The command path works on [`PgEventStore`] as on any store: a
 //! [`Repository`](es_core::Repository) over it loads aggregates from their
@@ -75,6 +76,7 @@
 
 mod config;
 mod convert;
+mod data;
 mod error;
 mod lag;
 pub mod migrate;
@@ -86,7 +88,7 @@ pub use config::{InvalidSchemaName, PgStoreConfig};
 pub use lag::{FeedLag, OldestTransaction};
 pub use migrate::MigrateError;
 pub use projection::{
-    AtLeastOnce, ErrorPolicy, ExactlyOnce, OnFailure, ProjectionError, ProjectionRunner,
-    ProjectionStatus, RunnerConfig, projection_status, request_rebuild,
+    AtLeastOnce, ErrorPolicy, ExactlyOnce, OnFailure, ParkedEvent, ProjectionError,
+    ProjectionHandle, ProjectionRunner, ProjectionState, ProjectionStatus, RunnerOptions,
 };
 pub use store::PgEventStore;

@@ -52,7 +52,7 @@ pub(crate) async fn run(pool: &PgPool, config: &PgStoreConfig) -> Result<(), Mig
             let code = e
                 .as_database_error()
                 .and_then(sqlx::error::DatabaseError::code);
-            if code.as_deref() == Some(crate::error::UNIQUE_VIOLATION) {
+            if code.as_deref() == Some(crate::error::sqlstate::UNIQUE_VIOLATION) {
                 Ok(sqlx::postgres::PgQueryResult::default())
             } else {
                 Err(e)

@@ -8,6 +8,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{oneshot, watch};
 
+use crate::data::listeners;
+
 /// The wake-up signal of one store: its value changes whenever the feed may
 /// have grown.
 #[derive(Debug)]
@@ -34,12 +36,13 @@ impl Wakeups {
     }
 
     /// A receiver of wake-ups, starting the LISTEN task on first use.
-    /// `listeners` is the schema's table of listening sessions.
+    /// `listeners` are the statements of the schema's table of listening
+    /// sessions.
     pub(crate) fn subscribe(
         &self,
         pool: &PgPool,
         channel: String,
-        listeners: String,
+        listeners: listeners::Statements,
     ) -> watch::Receiver<u64> {
         let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         if listener.is_none()
@@ -75,17 +78,15 @@ fn bump(signal: &watch::Sender<u64>) {
 async fn listen(
     pool: PgPool,
     channel: String,
-    listeners: String,
+    listeners: listeners::Statements,
     signal: Arc<watch::Sender<u64>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let register = format!(
-        "WITH gone AS ({sweep}) \
-         INSERT INTO {listeners} (pid) VALUES (pg_backend_pid()) \
-         ON CONFLICT (pid) DO UPDATE SET since = now()",
-        sweep = sweep_sql(&listeners),
-    );
-    let unregister = format!("DELETE FROM {listeners} WHERE pid = pg_backend_pid()");
+    let listeners::Statements {
+        register,
+        unregister,
+        ..
+    } = listeners;
     let mut backoff = Duration::from_millis(100);
     loop {
         let connect = async {
@@ -154,23 +155,15 @@ async fn forward(
     }
 }
 
-/// The statement that removes the rows of listening sessions that have
-/// ended.
-fn sweep_sql(listeners: &str) -> String {
-    format!(
-        "DELETE FROM {listeners} \
-         WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
-    )
-}
-
 /// How often, at most, a store's appends look for rows of listeners that
 /// ended without removing them (a process that died), so that appends stop
 /// sending NOTIFY to nobody even when no other listener starts.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Removes the rows of ended listening sessions, in a task of its own, at
-/// most once per [`SWEEP_INTERVAL`] per store (the first time at once).
-pub(crate) fn sweep(wakeups: &Wakeups, pool: &PgPool, listeners: &str) {
+/// Runs `sweep` (which removes the rows of ended listening sessions) in a
+/// task of its own, at most once per [`SWEEP_INTERVAL`] per store (the
+/// first time at once).
+pub(crate) fn sweep(wakeups: &Wakeups, pool: &PgPool, sweep: &str) {
     let now = tokio::time::Instant::now();
     {
         let mut last = wakeups
@@ -186,7 +179,7 @@ pub(crate) fn sweep(wakeups: &Wakeups, pool: &PgPool, listeners: &str) {
         return;
     };
     let pool = pool.clone();
-    let sql = sweep_sql(listeners);
+    let sql = sweep.to_owned();
     runtime.spawn(async move {
         if let Err(error) = sqlx::query(&sql).execute(&pool).await {
             tracing::debug!(%error, "removing the rows of ended listeners failed");

@@ -20,8 +20,8 @@ use es_core::{
     Reset, StoreError, StoreLimits, StreamId, StreamIdError, StreamRead, UnstorableJson,
 };
 use es_postgres::{
-    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, RunnerConfig,
-    projection_status, request_rebuild,
+    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
+    RunnerOptions,
 };
 use es_postgres_local as local;
 use futures::StreamExt;
@@ -408,7 +408,7 @@ fn corrupt_events_give_typed_errors_and_spare_the_rest() {
 
         // Projections: park, stop, and one that does not decode at all.
         let total_events = 2 + 4 * 2 + 1 + 1;
-        let fast = RunnerConfig::default()
+        let fast = RunnerOptions::default()
             .batch_size(100)
             .standby_interval(Duration::from_millis(50));
         let park = fast.error_policy(ErrorPolicy::park_after(1).backoff(Duration::from_millis(5)));
@@ -467,7 +467,7 @@ fn corrupt_events_give_typed_errors_and_spare_the_rest() {
         })
         .await;
         wait_until(Duration::from_secs(10), "the park runner parks the corrupt events", || async {
-            let status = projection_status(&store, &[]).await.unwrap();
+            let status = store.projection_statuses().await.unwrap();
             status
                 .iter()
                 .any(|s| s.name == "totals" && s.parked == 5 && s.lag == 0)
@@ -505,11 +505,11 @@ fn corrupt_events_give_typed_errors_and_spare_the_rest() {
                 ("Counter-version".to_owned(), 10),
             ]
         );
-        let statuses = projection_status(&store, &[]).await.unwrap();
+        let statuses = store.projection_statuses().await.unwrap();
         let journal = statuses.iter().find(|s| s.name == "journal").unwrap();
         assert_eq!((journal.parked, journal.lag, journal.last_error.as_deref()), (0, 0, None));
         let stopped = statuses.iter().find(|s| s.name == "totals_stop").unwrap();
-        assert_eq!(stopped.state, "failed");
+        assert_eq!(stopped.state, ProjectionState::Failed);
 
         let _ = park_stop.send(());
         let _ = journal_stop.send(());
@@ -776,7 +776,7 @@ fn corrupt_metadata_in_the_database_is_a_typed_error() {
             .await
             .unwrap();
         let runner: ProjectionRunner<Journal> =
-            ProjectionRunner::new(store.clone(), Journal, RunnerConfig::default());
+            ProjectionRunner::new(store.clone(), Journal, RunnerOptions::default());
         let outcome = tokio::time::timeout(
             Duration::from_secs(10),
             runner.run(futures::future::pending()),
@@ -1012,13 +1012,13 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
         let user = stores[2].clone();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let calls = Arc::new(AtomicUsize::new(0));
-        let runner: ProjectionRunner<OddName, es_postgres::AtLeastOnce> = ProjectionRunner::new(
+        let runner = ProjectionRunner::at_least_once(
             user.clone(),
             OddName {
                 seen: Arc::clone(&seen),
                 calls: Arc::clone(&calls),
             },
-            RunnerConfig::default().standby_interval(Duration::from_millis(50)),
+            RunnerOptions::default().standby_interval(Duration::from_millis(50)),
         );
         let (stop, run) = start(runner);
         wait_until(Duration::from_secs(10), "the projection reads its two types", || async {
@@ -1027,14 +1027,14 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
         .await;
         // The handler saw the events before their checkpoint committed.
         wait_until(Duration::from_secs(10), "the checkpoint after both", || async {
-            projection_status(&user, &[(OddName::NAME, OddName::EVENT_TYPES)])
+            user.projection_statuses()
                 .await
                 .unwrap()[0]
                 .lag
                 == 0
         })
         .await;
-        let statuses = projection_status(&user, &[(OddName::NAME, OddName::EVENT_TYPES)])
+        let statuses = user.projection_statuses()
             .await
             .unwrap();
         assert_eq!(statuses.len(), 1);
@@ -1042,9 +1042,9 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
         assert!(statuses[0].active);
         assert_eq!(statuses[0].lag, 0);
         // A rebuild by name finds it.
-        request_rebuild(&user, OddName::NAME).await.unwrap();
+        user.request_rebuild(OddName::NAME).await.unwrap();
         wait_until(Duration::from_secs(10), "the rebuild replays the two events", || async {
-            let applied = projection_status(&user, &[]).await.unwrap()[0].events_applied;
+            let applied = user.projection_statuses().await.unwrap()[0].events_applied;
             applied == 2 && calls.load(Ordering::SeqCst) == 4 && seen.lock().unwrap().len() == 2
         })
         .await;

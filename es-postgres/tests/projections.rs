@@ -14,8 +14,8 @@ use es_core::{
     RecordedEvent, Reset, StreamId,
 };
 use es_postgres::{
-    AtLeastOnce, ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner,
-    RunnerConfig, projection_status, request_rebuild,
+    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
+    RunnerOptions,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -108,8 +108,8 @@ async fn setup(config: PgStoreConfig) -> (String, PgEventStore) {
     (url, store)
 }
 
-fn fast() -> RunnerConfig {
-    RunnerConfig::default()
+fn fast() -> RunnerOptions {
+    RunnerOptions::default()
         .batch_size(100)
         .standby_interval(Duration::from_millis(100))
         .error_policy(ErrorPolicy::stop_after(2).backoff(Duration::from_millis(10)))
@@ -256,7 +256,7 @@ fn projection_survives_sigkill() {
         assert_eq!(survived, expected, "the read model matches the events");
 
         // A rebuild from scratch gives the same read model.
-        request_rebuild(&store, Tally::NAME).await.unwrap();
+        store.request_rebuild(Tally::NAME).await.unwrap();
         let runner: ProjectionRunner<Tally> =
             ProjectionRunner::new(store.clone(), Tally { runner: "rebuild" }, fast());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -331,10 +331,8 @@ fn second_runner_stands_by_then_takes_over() {
             by_second, 0,
             "the standby processed nothing while the first ran"
         );
-        let status = projection_status(&store, &[(Tally::NAME, Tally::EVENT_TYPES)])
-            .await
-            .unwrap();
-        assert!(status[0].active && status[0].state == "running");
+        let status = store.projection_statuses().await.unwrap();
+        assert!(status[0].active && status[0].state == ProjectionState::Running);
 
         // The first runner dies: its lease connection is dropped.
         first.abort();
@@ -389,7 +387,7 @@ fn poison_event_is_parked_and_later_events_applied() {
         assert!(error.contains("poisoned"), "{error}");
         assert_eq!(attempts, 3, "the first try and two retries");
         assert_eq!(read_model(&store).await, [("Account-1".to_owned(), 4, 10)]);
-        let status = projection_status(&store, &[(Tally::NAME, Tally::EVENT_TYPES)])
+        let status = store.projection_statuses()
             .await
             .unwrap();
         assert_eq!(status[0].parked, 1);
@@ -436,10 +434,8 @@ fn poison_event_stops_the_runner_in_stop_mode() {
             1,
             "events after the poison wait"
         );
-        let status = projection_status(&store, &[(Tally::NAME, Tally::EVENT_TYPES)])
-            .await
-            .unwrap();
-        assert_eq!(status[0].state, "failed");
+        let status = store.projection_statuses().await.unwrap();
+        assert_eq!(status[0].state, ProjectionState::Failed);
         assert_eq!(status[0].lag, 2, "the poison and the event after it");
         assert!(!status[0].active);
         assert!(
@@ -500,7 +496,7 @@ fn filter_pushdown_reads_only_the_projections_types() {
             .unwrap();
         let counted = PgEventStore::new(pool, PgStoreConfig::default());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let runner: ProjectionRunner<TwoOfForty, AtLeastOnce> = ProjectionRunner::new(
+        let runner = ProjectionRunner::at_least_once(
             counted,
             TwoOfForty {
                 seen: Arc::clone(&seen),
@@ -581,7 +577,7 @@ fn checkpoint_moves_over_events_of_other_types() {
             append(&store, "Mixed-2", fillers(100)).await;
         }
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let runner: ProjectionRunner<TwoOfForty, AtLeastOnce> = ProjectionRunner::new(
+        let runner = ProjectionRunner::at_least_once(
             store.clone(),
             TwoOfForty {
                 seen: Arc::clone(&seen),
@@ -589,12 +585,7 @@ fn checkpoint_moves_over_events_of_other_types() {
             fast(),
         );
         let run = tokio::spawn(async move { runner.run(futures::future::pending()).await });
-        let status = || async {
-            projection_status(&store, &[(TwoOfForty::NAME, TwoOfForty::EVENT_TYPES)])
-                .await
-                .unwrap()
-                .remove(0)
-        };
+        let status = || async { store.projection_statuses().await.unwrap().remove(0) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while seen.lock().unwrap().is_empty() {
             assert!(Instant::now() < deadline, "the rare event was not applied");

@@ -16,8 +16,8 @@ use es_core::{
     UnstorableJson,
 };
 use es_postgres::{
-    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, RunnerConfig,
-    projection_status,
+    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
+    RunnerOptions,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -302,7 +302,7 @@ fn unreadable_rows_are_reported_at_their_position_and_stepped_over() {
 fn the_runner_parks_or_stops_at_an_unreadable_row() {
     runtime().block_on(async {
         let Poisoned { store, good, bad } = poisoned().await;
-        let park = RunnerConfig::default().error_policy(ErrorPolicy::park_after(3));
+        let park = RunnerOptions::default().error_policy(ErrorPolicy::park_after(3));
         let runner: ProjectionRunner<Journal> = ProjectionRunner::new(store.clone(), Journal, park);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move { runner.run(async { drop(stopped.await) }).await });
@@ -349,7 +349,7 @@ fn the_runner_parks_or_stops_at_an_unreadable_row() {
                 .unwrap()
                 .contains(&format!("1{}", "0".repeat(400)))
         );
-        let status = projection_status(&store, &[]).await.unwrap();
+        let status = store.projection_statuses().await.unwrap();
         assert_eq!(status[0].parked, 2);
         assert_eq!(status[0].position, good[1].position);
         stop.send(()).unwrap();
@@ -360,7 +360,7 @@ fn the_runner_parks_or_stops_at_an_unreadable_row() {
             .execute(store.pool())
             .await
             .unwrap();
-        let stop = RunnerConfig::default().error_policy(ErrorPolicy::stop_after(3));
+        let stop = RunnerOptions::default().error_policy(ErrorPolicy::stop_after(3));
         let runner: ProjectionRunner<JournalStop> =
             ProjectionRunner::new(store.clone(), JournalStop, stop);
         let outcome = tokio::time::timeout(
@@ -381,9 +381,9 @@ fn the_runner_parks_or_stops_at_an_unreadable_row() {
             }
             other => panic!("expected a stop at the unreadable row, got {other:?}"),
         }
-        let status = projection_status(&store, &[]).await.unwrap();
+        let status = store.projection_statuses().await.unwrap();
         let stopped = status.iter().find(|s| s.name == "journal_stop").unwrap();
-        assert_eq!(stopped.state, "failed");
+        assert_eq!(stopped.state, ProjectionState::Failed);
         assert_eq!(
             stopped.position, good[0].position,
             "the checkpoint stays before it"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use es_core::Projection as _;
 use es_core::{EventStore, ExpectedVersion, FeedFilter, NewEvent, Position, StreamId, StreamRead};
-use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig, request_rebuild};
+use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerOptions};
 use es_postgres_local as local;
 use futures::StreamExt;
 use serde::Serialize;
@@ -528,23 +528,22 @@ async fn catch_up(store: &PgEventStore) -> Res<f64> {
     let total = u64::try_from(total)?;
     let seen = Arc::new(AtomicU64::new(0));
     // From the start at every size.
-    request_rebuild(store, NoOp::NAME).await?;
-    let runner: ProjectionRunner<NoOp> = ProjectionRunner::new(
-        store.clone(),
-        NoOp {
-            seen: Arc::clone(&seen),
-        },
-        RunnerConfig::default().batch_size(500),
-    );
+    store.request_rebuild(NoOp::NAME).await?;
+    let noop = NoOp {
+        seen: Arc::clone(&seen),
+    };
     let started = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move { runner.run(async { drop(stopped.await) }).await });
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        noop,
+        RunnerOptions::default().batch_size(500),
+    )
+    .spawn();
     while seen.load(Ordering::Relaxed) < total {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = float(total) / started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    handle.await??;
+    runner.stop().await?;
     Ok(rate)
 }
 

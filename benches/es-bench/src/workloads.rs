@@ -11,9 +11,7 @@ use es_core::{
     Projection, RecordedEvent, Repository, RepositoryOptions, Reset, Snapshot, SnapshotStore,
     StreamId, StreamRead,
 };
-use es_postgres::{
-    AtLeastOnce, PgEventStore, PgStoreConfig, ProjectionRunner, RunnerConfig, request_rebuild,
-};
+use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerOptions};
 use es_postgres_local as local;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
@@ -460,27 +458,16 @@ impl Bench {
     /// applied `total` events.
     async fn catch_up_once(&self, total: u64) -> Res<()> {
         let seen = Arc::new(AtomicU64::new(0));
-        request_rebuild(&self.store, NoOp::NAME).await?;
-        let runner: ProjectionRunner<NoOp> = ProjectionRunner::new(
-            self.store.clone(),
-            NoOp {
-                seen: Arc::clone(&seen),
-            },
-            RunnerConfig::default().batch_size(500),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            runner
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        self.store.request_rebuild(NoOp::NAME).await?;
+        let noop = NoOp {
+            seen: Arc::clone(&seen),
+        };
+        let options = RunnerOptions::default().batch_size(500);
+        let runner = ProjectionRunner::new(self.store.clone(), noop, options).spawn();
         while seen.load(Ordering::Relaxed) < total {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let _ = stop.send(());
-        handle.await??;
+        runner.stop().await?;
         Ok(())
     }
 
@@ -491,22 +478,12 @@ impl Bench {
         let other = PgEventStore::new(pool(&self.url).await?, PgStoreConfig::default());
         let clock = Instant::now();
         let latencies = Arc::new(Mutex::new(Vec::with_capacity(samples)));
-        let runner: ProjectionRunner<Probe, AtLeastOnce> = ProjectionRunner::new(
-            other,
-            Probe {
-                clock,
-                latencies: Arc::clone(&latencies),
-            },
-            RunnerConfig::default(),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            runner
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let probe = Probe {
+            clock,
+            latencies: Arc::clone(&latencies),
+        };
+        let runner =
+            ProjectionRunner::at_least_once(other, probe, RunnerOptions::default()).spawn();
         // Live means caught up: one event first, and the samples only once
         // it has arrived (the projection examines the whole feed to find it).
         let s = stream("Probe-1")?;
@@ -539,8 +516,7 @@ impl Bench {
         while latencies.lock().map_err(|_| "lock")?.len() < samples && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = stop.send(());
-        handle.await??;
+        runner.stop().await?;
         let mut got = latencies.lock().map_err(|_| "lock")?.clone();
         if got.len() < samples {
             return Err(format!("only {} of {samples} live events arrived", got.len()).into());

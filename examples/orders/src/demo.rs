@@ -10,7 +10,7 @@ use es_core::{
     CommandContext, Decide, Event, EventStore, ExpectedVersion, NewEvent, Projection, Repository,
     RepositoryOptions, StreamId, StreamRead,
 };
-use es_postgres::{PgEventStore, ProjectionStatus, request_rebuild};
+use es_postgres::{PgEventStore, ProjectionStatus};
 use serde_json::json;
 
 use crate::Error;
@@ -21,7 +21,7 @@ use crate::domain::{
 use crate::projections::{
     CustomerTotal, CustomerTotals, OrderSummaries, OrderSummary, customer_totals, order_summaries,
 };
-use crate::service::{Projections, RunningProjection, Shop, order_stream, wait_for_projections};
+use crate::service::{Projections, Shop, order_stream, runner, wait_for_projections};
 
 /// How long the demo waits for a projection before it gives up.
 const PROJECTION_WAIT: Duration = Duration::from_secs(20);
@@ -485,9 +485,9 @@ pub async fn run<W: Write + Send>(store: PgEventStore, out: &mut W) -> Result<De
         .execute(store.pool())
         .await?;
     n.say("Someone deletes every row of customer_totals. The events still hold the truth:")?;
-    request_rebuild(&store, CustomerTotals::NAME).await?;
+    store.request_rebuild(CustomerTotals::NAME).await?;
     n.say("rebuild requested; a runner starts, truncates the read model and replays the feed")?;
-    let customers = RunningProjection::spawn(&store, CustomerTotals);
+    let customers = runner(&store, CustomerTotals).spawn();
     let expected_customers = customers_before_rebuild.len();
     let pool = store.pool().clone();
     let status = wait_for_projections(

@@ -468,7 +468,7 @@ async fn projection_status(
                 position: s.position.to_string(),
                 name: s.name,
                 lag: s.lag,
-                state: s.state,
+                state: s.state.to_string(),
                 active: s.active,
                 events_applied: s.events_applied,
                 parked: s.parked,
@@ -487,7 +487,7 @@ async fn rebuild(
     if name != OrderSummaries::NAME && name != CustomerTotals::NAME {
         return Err(ApiError::not_found("projection"));
     }
-    es_postgres::request_rebuild(shop.store(), &name).await?;
+    shop.store().request_rebuild(&name).await?;
     let body = Json(json!({ "rebuild_requested": name }));
     Ok((StatusCode::ACCEPTED, body).into_response())
 }

@@ -94,9 +94,6 @@ pub enum Error {
     /// A projection runner stopped on an error.
     #[error(transparent)]
     Projection(Box<ProjectionError>),
-    /// A projection runner's task panicked.
-    #[error("a projection runner's task failed")]
-    Task(#[from] tokio::task::JoinError),
     /// Something took too long.
     #[error("timed out after {within:?} waiting for {what}")]
     Timeout {

@@ -261,13 +261,6 @@ impl Reset<PgConnection> for CustomerTotals {
     }
 }
 
-/// The projections' names and event types, for
-/// [`es_postgres::projection_status`].
-pub const PROJECTIONS: [(&str, &[&str]); 2] = [
-    (OrderSummaries::NAME, OrderSummaries::EVENT_TYPES),
-    (CustomerTotals::NAME, CustomerTotals::EVENT_TYPES),
-];
-
 /// A row of `order_summaries`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct OrderSummary {

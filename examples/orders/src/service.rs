@@ -9,16 +9,14 @@ use es_core::{
     Repository, RepositoryOptions, Reset, StreamId,
 };
 use es_postgres::{
-    PgEventStore, ProjectionError, ProjectionRunner, ProjectionStatus, RunnerConfig,
-    projection_status,
+    PgEventStore, ProjectionHandle, ProjectionRunner, ProjectionState, ProjectionStatus,
+    RunnerOptions,
 };
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::domain::{Order, OrderError};
-use crate::projections::{CustomerTotals, OrderSummaries, PROJECTIONS, create_read_models};
+use crate::projections::{CustomerTotals, OrderSummaries, create_read_models};
 
 /// An order id that cannot name a stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,65 +113,13 @@ impl Shop {
     }
 }
 
-/// One projection runner running in a task.
-#[derive(Debug)]
-pub struct RunningProjection {
-    name: &'static str,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), ProjectionError>>,
-}
-
-impl RunningProjection {
-    /// Starts an exactly-once runner of `projection` over `store`'s feed.
-    #[must_use]
-    pub fn spawn<P>(store: &PgEventStore, projection: P) -> Self
-    where
-        P: Projection + Dispatch<PgConnection> + Reset<PgConnection>,
-    {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let config = RunnerConfig::default().standby_interval(Duration::from_millis(100));
-        let runner: ProjectionRunner<P> = ProjectionRunner::new(store.clone(), projection, config);
-        let task = tokio::spawn(async move {
-            runner
-                .run(async {
-                    // A dropped sender means stop as well.
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Self {
-            name: P::NAME,
-            stop,
-            task,
-        }
-    }
-
-    /// The projection's name.
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Stops the runner after the batch in progress and waits for it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Projection`] when the runner had stopped on an error, or
-    /// [`Error::Task`] when its task panicked.
-    pub async fn stop(self) -> Result<(), Error> {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
-    }
-}
-
 /// The runners of the shop's two projections.
 #[derive(Debug)]
 pub struct Projections {
     /// `order_summaries`.
-    pub summaries: RunningProjection,
+    pub summaries: ProjectionHandle<OrderSummaries>,
     /// `customer_totals`.
-    pub customers: RunningProjection,
+    pub customers: ProjectionHandle<CustomerTotals>,
 }
 
 impl Projections {
@@ -181,8 +127,8 @@ impl Projections {
     #[must_use]
     pub fn start(store: &PgEventStore) -> Self {
         Self {
-            summaries: RunningProjection::spawn(store, OrderSummaries),
-            customers: RunningProjection::spawn(store, CustomerTotals),
+            summaries: runner(store, OrderSummaries).spawn(),
+            customers: runner(store, CustomerTotals).spawn(),
         }
     }
 
@@ -190,21 +136,32 @@ impl Projections {
     ///
     /// # Errors
     ///
-    /// As [`RunningProjection::stop`].
+    /// [`Error::Projection`] when a runner had stopped on an error.
     pub async fn stop(self) -> Result<(), Error> {
         let summaries = self.summaries.stop().await;
         let customers = self.customers.stop().await;
-        summaries.and(customers)
+        summaries.and(customers)?;
+        Ok(())
     }
 }
 
-/// The status of the shop's projections.
+/// An exactly-once runner of `projection`, which a standby replaces
+/// quickly.
+pub fn runner<P>(store: &PgEventStore, projection: P) -> ProjectionRunner<P>
+where
+    P: Projection + Dispatch<PgConnection> + Reset<PgConnection>,
+{
+    let options = RunnerOptions::default().standby_interval(Duration::from_millis(100));
+    ProjectionRunner::new(store.clone(), projection, options)
+}
+
+/// The status of the store's projections.
 ///
 /// # Errors
 ///
 /// [`Error::Store`] when the status cannot be read.
 pub async fn status(store: &PgEventStore) -> Result<Vec<ProjectionStatus>, Error> {
-    Ok(projection_status(store, &PROJECTIONS).await?)
+    Ok(store.projection_statuses().await?)
 }
 
 /// Polls the status of the projections named in `names` until each has
@@ -231,7 +188,7 @@ where
         let caught_up = names.iter().all(|name| {
             statuses
                 .iter()
-                .any(|s| s.name == *name && s.lag == 0 && s.state == "running")
+                .any(|s| s.name == *name && s.lag == 0 && s.state == ProjectionState::Running)
         });
         if caught_up && also().await? {
             return Ok(statuses);

@@ -88,7 +88,7 @@ async fn the_demo_runs_and_leaves_the_read_models_it_shows() {
         report
             .status
             .iter()
-            .all(|s| s.lag == 0 && s.state == "running"),
+            .all(|s| s.lag == 0 && s.state == es_postgres::ProjectionState::Running),
         "{:?}",
         report.status
     );

@@ -1,0 +1,66 @@
+//! How a runner hands events to a projection: in the checkpoint's
+//! transaction ([`ExactlyOnce`]) or to another sink ([`AtLeastOnce`]).
+
+use es_core::{BoxError, Dispatch, RecordedEvent, Reset};
+use sqlx::PgConnection;
+
+/// Applies events exactly once: the handler writes its PostgreSQL read model
+/// in the transaction that stores the checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExactlyOnce;
+
+/// Applies events at least once: the handler writes to another sink and
+/// deduplicates by event id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AtLeastOnce;
+
+/// How a runner hands events to a projection. Implemented by
+/// [`ExactlyOnce`] and [`AtLeastOnce`].
+#[async_trait::async_trait]
+pub trait Delivery<P>: Send + Sync + 'static {
+    /// Applies `event` while `tx` (the checkpoint's transaction) is open.
+    async fn apply(
+        projection: &P,
+        event: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError>;
+
+    /// Clears the projection's read model, in `tx`.
+    async fn reset(projection: &P, tx: &mut PgConnection) -> Result<(), BoxError>;
+}
+
+#[async_trait::async_trait]
+impl<P> Delivery<P> for ExactlyOnce
+where
+    P: Dispatch<PgConnection> + Reset<PgConnection>,
+{
+    async fn apply(
+        projection: &P,
+        event: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        projection.dispatch(event, tx).await
+    }
+
+    async fn reset(projection: &P, tx: &mut PgConnection) -> Result<(), BoxError> {
+        projection.reset(tx).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<P> Delivery<P> for AtLeastOnce
+where
+    P: Dispatch<()> + Reset<()>,
+{
+    async fn apply(
+        projection: &P,
+        event: &RecordedEvent,
+        _: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        projection.dispatch(event, &mut ()).await
+    }
+
+    async fn reset(projection: &P, _: &mut PgConnection) -> Result<(), BoxError> {
+        projection.reset(&mut ()).await
+    }
+}
