@@ -231,6 +231,11 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A stored event could not be decoded into its typed event (an unknown
+    /// type or schema version, a payload of another shape, a failed upcast
+    /// step): the error names the event.
+    #[error(transparent)]
+    Decode(#[from] crate::typed::DecodeError),
     /// Stored data other than an event (a snapshot, a checkpoint, a
     /// status row) holds a value that cannot be read back.
     #[error("stored record {location} is corrupt: {reason}")]

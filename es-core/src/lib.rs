@@ -86,7 +86,7 @@ pub use memory::MemoryStore;
 pub use position::Position;
 pub use projection::{Dispatch, Handle, Projection, Reset};
 pub use repository::{
-    CommandContext, CommandError, CommandOutcome, LoadError, Loaded, Repository, RepositoryOptions,
+    CommandContext, CommandError, CommandOutcome, Loaded, Repository, RepositoryOptions,
 };
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{

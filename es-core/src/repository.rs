@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::aggregate::SnapshotPolicy;
 use crate::typed::{DecodeError, EncodeError};
 use crate::{
-    Aggregate, Decide, Event, EventStore, ExpectedVersion, Metadata, Position, RecordedEvent,
-    Snapshot, SnapshotStore, StoreError, StreamId, StreamRead,
+    Aggregate, Decide, Event, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamRead,
 };
 
 /// How a [`Repository`] caches and retries.
@@ -194,18 +194,6 @@ pub struct CommandOutcome {
     pub events_read: usize,
 }
 
-/// Loading an aggregate failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// A stored event of the stream could not be decoded.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Running a command failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -223,15 +211,12 @@ pub enum CommandError<E> {
         /// How many appends were tried.
         attempts: u32,
     },
-    /// A stored event of the stream could not be decoded; nothing was
-    /// written.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
     /// A decided event could not be serialized; nothing was written.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// The store failed. If the append itself failed with a transient error
-    /// it may have taken effect.
+    /// Reading the aggregate failed (the store, or a stored event that does
+    /// not decode: [`StoreError::Decode`]), or the append did. If the append
+    /// itself failed with a transient error it may have taken effect.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -247,12 +232,9 @@ impl<E> CommandError<E> {
     }
 }
 
-impl<E> From<LoadError> for CommandError<E> {
-    fn from(error: LoadError) -> Self {
-        match error {
-            LoadError::Decode(e) => Self::Decode(e),
-            LoadError::Store(e) => Self::Store(e),
-        }
+impl<E> From<DecodeError> for CommandError<E> {
+    fn from(error: DecodeError) -> Self {
+        Self::Store(error.into())
     }
 }
 
@@ -380,30 +362,24 @@ where
     }
 
     /// Loads the aggregate of `stream` from the store: its latest usable
-    /// snapshot, then the events after it. Does not use the cache.
+    /// snapshot, then the events after it. Reads only: it neither uses the
+    /// cache nor writes a snapshot (commands do, see [`execute`](Self::execute)).
     ///
     /// # Errors
     ///
-    /// [`LoadError`] when the store fails or an event does not decode.
-    pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, LoadError> {
+    /// [`StoreError`] when the store fails, or [`StoreError::Decode`] when an
+    /// event does not decode.
+    pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, StoreError> {
         let (state, snapshot_version) = self.load_snapshot(stream).await;
         let mut loaded = Loaded {
             state,
-            version: snapshot_version.unwrap_or(0),
+            version: snapshot_version.map_or(0, |version| version),
             snapshot_version,
             events_read: 0,
         };
         loaded.events_read = self
             .catch_up(stream, &mut loaded.state, &mut loaded.version)
             .await?;
-        if let Some(policy) = A::SNAPSHOT {
-            // A long replay means the snapshot was missing or unusable (an
-            // old format, say): take a fresh one so the next load is short.
-            if loaded.events_read as u64 >= policy.every {
-                self.save_snapshot(stream, &loaded.state, loaded.version, policy)
-                    .await;
-            }
-        }
         Ok(loaded)
     }
 
@@ -447,7 +423,7 @@ where
         stream: &StreamId,
         state: &mut A,
         version: &mut u64,
-    ) -> Result<usize, LoadError> {
+    ) -> Result<usize, StoreError> {
         let tail = self
             .store
             .read_stream(stream, StreamRead::forward().from_version(*version + 1))
@@ -492,9 +468,9 @@ where
     /// - [`CommandError::Rejected`] with the aggregate's domain error;
     /// - [`CommandError::Conflict`] when other writers changed the stream
     ///   before each of `1 + max_retries` appends;
-    /// - [`CommandError::Decode`], [`CommandError::Encode`] or
-    ///   [`CommandError::Store`] when reading, serializing or appending
-    ///   fails.
+    /// - [`CommandError::Encode`] or [`CommandError::Store`] when
+    ///   serializing, reading (a stored event that does not decode is
+    ///   [`StoreError::Decode`]) or appending fails.
     ///
     /// Nothing was written in any case but a transient
     /// [`CommandError::Store`] error of the append itself.
@@ -508,92 +484,177 @@ where
         A: Decide<C>,
         C: Sync,
     {
-        let cached = self.cache().take(stream);
-        let mut events_read = 0;
-        // Whether the state is known to include every event stored when it
-        // was last read.
-        let verified_from_start = cached.is_none() || !self.options.trust_cache;
-        let (mut state, mut version) = if let Some(entry) = cached {
-            entry
-        } else {
-            let (state, snapshot) = self.load_snapshot(stream).await;
-            (state, snapshot.unwrap_or(0))
-        };
-        let mut verified = verified_from_start;
-        if verified {
-            events_read += self.catch_up(stream, &mut state, &mut version).await?;
-        }
-        let mut attempts = 0;
+        let mut run = self.begin(stream).await?;
         loop {
-            let decided = match state.decide(command) {
+            let events = match run.state.decide(command) {
                 Ok(events) if !events.is_empty() => events,
-                other => {
-                    if !verified {
-                        verified = true;
-                        let read = self.catch_up(stream, &mut state, &mut version).await?;
-                        events_read += read;
-                        if read > 0 {
-                            continue;
-                        }
+                // A refusal or an empty decision is never trusted to an
+                // unverified cached state: read the tail, decide again if it
+                // held events.
+                decision => {
+                    if !run.verified && self.verify(stream, &mut run).await? > 0 {
+                        continue;
                     }
-                    self.cache().put(stream, state, version);
-                    return match other {
-                        Ok(_) => Ok(CommandOutcome {
-                            stream_version: version,
-                            event_ids: Vec::new(),
-                            positions: Vec::new(),
-                            attempts: attempts + 1,
-                            events_read,
-                        }),
-                        Err(e) => Err(CommandError::Rejected(e)),
-                    };
+                    return self.finish(stream, run, decision);
                 }
             };
-            attempts += 1;
-            let mut batch = Vec::with_capacity(decided.len());
-            for event in &decided {
-                batch.push(event.encode()?.with_metadata(context.metadata().clone()));
-            }
+            run.attempts += 1;
+            let batch = Self::encode(&events, context)?;
             let event_ids = batch.iter().map(|e| e.event_id).collect();
-            match self
+            let appended = self
                 .store
-                .append(stream, ExpectedVersion::Exact(version), batch)
-                .await
-            {
-                Ok(result) => {
-                    for event in decided {
-                        state.apply(event);
-                    }
-                    let before = version;
-                    version = result.stream_version;
-                    if let Some(policy) = A::SNAPSHOT
-                        && version / policy.every.max(1) > before / policy.every.max(1)
-                    {
-                        self.save_snapshot(stream, &state, version, policy).await;
-                    }
-                    self.cache().put(stream, state, version);
-                    return Ok(CommandOutcome {
-                        stream_version: version,
-                        event_ids,
-                        positions: result.positions,
-                        attempts,
-                        events_read,
-                    });
-                }
+                .append(stream, ExpectedVersion::Exact(run.version), batch)
+                .await;
+            match appended {
+                Ok(result) => return Ok(self.commit(stream, run, events, result, event_ids).await),
                 Err(StoreError::WrongExpectedVersion { .. })
-                    if attempts <= self.options.max_retries =>
+                    if run.attempts <= self.options.max_retries =>
                 {
-                    verified = true;
-                    events_read += self.catch_up(stream, &mut state, &mut version).await?;
+                    // Another writer got there first: read its events and
+                    // decide again.
+                    self.verify(stream, &mut run).await?;
                 }
                 Err(StoreError::WrongExpectedVersion { .. }) => {
                     return Err(CommandError::Conflict {
                         stream: stream.clone(),
-                        attempts,
+                        attempts: run.attempts,
                     });
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The state a command starts from: the cached one (trusted as it is
+    /// with `trust_cache`), or the latest snapshot and the events after it.
+    async fn begin(&self, stream: &StreamId) -> Result<Run<A>, StoreError> {
+        let cached = self.cache().take(stream);
+        let mut run = if let Some((state, version)) = cached {
+            Run {
+                cached: true,
+                ..Run::new(state, version)
+            }
+        } else {
+            let (state, snapshot) = self.load_snapshot(stream).await;
+            Run::new(state, snapshot.map_or(0, |version| version))
+        };
+        run.verified = !(run.cached && self.options.trust_cache);
+        if run.verified {
+            run.replayed = self
+                .catch_up(stream, &mut run.state, &mut run.version)
+                .await?;
+            run.events_read += run.replayed;
+        }
+        Ok(run)
+    }
+
+    /// Reads and applies the stream's events after the run's version;
+    /// returns how many there were.
+    async fn verify(&self, stream: &StreamId, run: &mut Run<A>) -> Result<usize, StoreError> {
+        run.verified = true;
+        let read = self
+            .catch_up(stream, &mut run.state, &mut run.version)
+            .await?;
+        run.events_read += read;
+        Ok(read)
+    }
+
+    fn encode(events: &[A::Event], context: &CommandContext) -> Result<Vec<NewEvent>, EncodeError> {
+        events
+            .iter()
+            .map(|event| Ok(event.encode()?.with_metadata(context.metadata().clone())))
+            .collect()
+    }
+
+    /// A decision that wrote nothing: the refusal, or an outcome without
+    /// events; the state goes back to the cache.
+    fn finish<E>(
+        &self,
+        stream: &StreamId,
+        run: Run<A>,
+        decision: Result<Vec<A::Event>, E>,
+    ) -> Result<CommandOutcome, CommandError<E>> {
+        let outcome = CommandOutcome {
+            stream_version: run.version,
+            event_ids: Vec::new(),
+            positions: Vec::new(),
+            attempts: run.attempts + 1,
+            events_read: run.events_read,
+        };
+        self.cache().put(stream, run.state, run.version);
+        match decision {
+            Ok(_) => Ok(outcome),
+            Err(e) => Err(CommandError::Rejected(e)),
+        }
+    }
+
+    /// An append that landed: the decided events are applied to the state
+    /// without reading them back, a snapshot is taken when one is due, and
+    /// the state goes back to the cache.
+    async fn commit(
+        &self,
+        stream: &StreamId,
+        mut run: Run<A>,
+        events: Vec<A::Event>,
+        result: crate::AppendResult,
+        event_ids: Vec<Uuid>,
+    ) -> CommandOutcome {
+        for event in events {
+            run.state.apply(event);
+        }
+        let before = run.version;
+        run.version = result.stream_version;
+        if let Some(policy) = A::SNAPSHOT {
+            // Due when the append crossed a multiple of `every`, or when the
+            // command had to replay that many events (the snapshot was
+            // missing, or of an old format).
+            let every = policy.every.max(1);
+            let crossed = run.version / every > before / every;
+            if crossed || run.replayed as u64 >= every {
+                self.save_snapshot(stream, &run.state, run.version, policy)
+                    .await;
+            }
+        }
+        let outcome = CommandOutcome {
+            stream_version: run.version,
+            event_ids,
+            positions: result.positions,
+            attempts: run.attempts,
+            events_read: run.events_read,
+        };
+        self.cache().put(stream, run.state, run.version);
+        outcome
+    }
+}
+
+/// One command's run: the state it decides on and what it cost.
+struct Run<A> {
+    state: A,
+    /// The stream version the state includes.
+    version: u64,
+    /// Whether the state came from the cache.
+    cached: bool,
+    /// Whether the state is known to include every event stored when it
+    /// was last read.
+    verified: bool,
+    /// Appends tried.
+    attempts: u32,
+    /// Events read from the store.
+    events_read: usize,
+    /// Events replayed before the first decision.
+    replayed: usize,
+}
+
+impl<A> Run<A> {
+    fn new(state: A, version: u64) -> Self {
+        Self {
+            state,
+            version,
+            cached: false,
+            verified: true,
+            attempts: 0,
+            events_read: 0,
+            replayed: 0,
         }
     }
 }

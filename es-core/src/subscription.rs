@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::{EventStore, EventStream, FeedFilter, Position, RecordedEvent};
+use crate::{EventStore, EventStream, FeedFilter, Position, RecordedEvent, StoreError};
 
 /// Tells a subscription when the feed may have grown.
 #[async_trait::async_trait]
@@ -67,24 +67,7 @@ where
     S: EventStore + 'static,
     W: FeedWaker,
 {
-    struct State<S, W> {
-        store: S,
-        after: Position,
-        filter: FeedFilter,
-        waker: W,
-        options: FollowOptions,
-        buffer: VecDeque<RecordedEvent>,
-        /// Where to read on once `buffer` is delivered.
-        next: Position,
-        /// Whether to read on at once (rather than wait) then.
-        more: bool,
-        /// Whether the last read found more to read: the next one reads a
-        /// catch-up batch.
-        catching_up: bool,
-        failed: bool,
-    }
-
-    let state = State {
+    let follower = Follower {
         store,
         after,
         filter,
@@ -96,54 +79,85 @@ where
         catching_up: false,
         failed: false,
     };
-    futures::stream::unfold(state, |mut state| async move {
-        if state.failed {
+    futures::stream::unfold(follower, |mut follower| async move {
+        let item = follower.next_event().await?;
+        Some((item, follower))
+    })
+    .boxed()
+}
+
+/// The state of a [`follow`] subscription.
+struct Follower<S, W> {
+    store: S,
+    after: Position,
+    filter: FeedFilter,
+    waker: W,
+    options: FollowOptions,
+    buffer: VecDeque<RecordedEvent>,
+    /// Where to read on once `buffer` is delivered.
+    next: Position,
+    /// Whether to read on at once (rather than wait) then.
+    more: bool,
+    /// Whether the last read found more to read: the next one reads a
+    /// catch-up batch.
+    catching_up: bool,
+    failed: bool,
+}
+
+impl<S: EventStore, W: FeedWaker> Follower<S, W> {
+    /// The next event, or the error that ends the subscription; `None`
+    /// after that error.
+    async fn next_event(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
+        if self.failed {
             return None;
         }
-        let mut backoff = state.options.min_backoff;
+        let mut backoff = self.options.min_backoff;
         loop {
-            if let Some(event) = state.buffer.pop_front() {
-                state.after = event.position;
-                return Some((Ok(event), state));
+            if let Some(event) = self.buffer.pop_front() {
+                self.after = event.position;
+                return Some(Ok(event));
             }
             // Everything read was delivered: move on to where the read
             // stopped looking, which may be past the last event.
-            state.after = state.after.max(state.next);
-            if !state.more {
-                state.waker.wait().await;
+            self.after = self.after.max(self.next);
+            if !self.more {
+                self.waker.wait().await;
             }
-            state.waker.arm();
-            let batch = if state.catching_up {
-                state.options.catch_up_batch_size
-            } else {
-                state.options.batch_size
-            };
-            match state
-                .store
-                .read_feed(state.after, &state.filter, batch.max(1))
-                .await
-            {
-                Ok(page) => {
-                    backoff = state.options.min_backoff;
-                    state.next = page.next;
-                    state.more = page.more;
-                    state.catching_up = page.more;
-                    state.buffer.extend(page.events);
-                }
+            self.waker.arm();
+            match self.read().await {
+                Ok(()) => backoff = self.options.min_backoff,
                 Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, after = %state.after, "subscription read failed; retrying");
+                    tracing::warn!(%error, after = %self.after, "subscription read failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(state.options.max_backoff);
-                    state.more = true;
+                    backoff = (backoff * 2).min(self.options.max_backoff);
+                    self.more = true;
                 }
                 Err(error) => {
-                    state.failed = true;
-                    return Some((Err(error), state));
+                    self.failed = true;
+                    return Some(Err(error));
                 }
             }
         }
-    })
-    .boxed()
+    }
+
+    /// Reads the next page into the buffer: a catch-up batch after a read
+    /// that found more to read.
+    async fn read(&mut self) -> Result<(), StoreError> {
+        let batch = if self.catching_up {
+            self.options.catch_up_batch_size
+        } else {
+            self.options.batch_size
+        };
+        let page = self
+            .store
+            .read_feed(self.after, &self.filter, batch.max(1))
+            .await?;
+        self.next = page.next;
+        self.more = page.more;
+        self.catching_up = page.more;
+        self.buffer.extend(page.events);
+        Ok(())
+    }
 }
 
 /// A [`FeedWaker`] fed by a [`tokio::sync::watch`] channel whose value

@@ -33,6 +33,13 @@ pub enum MigrateError {
     },
 }
 
+impl From<MigrateError> for es_core::StoreError {
+    /// A failed migration as the store error a service already handles.
+    fn from(error: MigrateError) -> Self {
+        Self::backend("migrate", error)
+    }
+}
+
 /// Creates the schema if needed and applies every pending migration to it.
 /// Safe to call from several processes at once: sqlx takes an advisory lock.
 pub(crate) async fn run(pool: &PgPool, config: &PgStoreConfig) -> Result<(), MigrateError> {

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use es_core::{
     Aggregate, BoxError, DecodeError, DecodeErrorKind, Dispatch, Event, EventStore,
-    ExpectedVersion, FeedFilter, IdempotencyConflictKind, InvalidEventKind, LoadError, MemoryStore,
-    Metadata, NewEvent, On, Position, Projection, RecordedEvent, Repository, RepositoryOptions,
-    Reset, StoreError, StoreLimits, StreamId, StreamIdError, StreamRead, UnstorableJson,
+    ExpectedVersion, FeedFilter, IdempotencyConflictKind, InvalidEventKind, MemoryStore, Metadata,
+    NewEvent, On, Position, Projection, RecordedEvent, Repository, RepositoryOptions, Reset,
+    StoreError, StoreLimits, StreamId, StreamIdError, StreamRead, UnstorableJson,
 };
 use es_postgres::{
     ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
@@ -345,7 +345,7 @@ fn corrupt_events_give_typed_errors_and_spare_the_rest() {
         assert_eq!((loaded.state.total, loaded.version), (7, 3));
         for (case, c) in corrupt.iter().enumerate() {
             let error = match repository.load(&c.stream).await {
-                Err(LoadError::Decode(error)) => error,
+                Err(StoreError::Decode(error)) => error,
                 other => panic!("{}: expected a decode error, got {other:?}", c.stream),
             };
             let DecodeError {
@@ -797,7 +797,7 @@ fn corrupt_metadata_in_the_database_is_a_typed_error() {
         let repository: Repository<Counter, _> = Repository::new(store.clone());
         assert!(matches!(
             repository.load(&stream("Bad-0")).await,
-            Err(LoadError::Store(StoreError::CorruptEvent { .. }))
+            Err(StoreError::CorruptEvent { .. })
         ));
     });
 }

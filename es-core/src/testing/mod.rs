@@ -91,6 +91,7 @@ macro_rules! conformance_suite {
             integers_at_the_edges_read_back_equal,
             long_strings_with_every_escape_read_back_equal,
             schema_versions_at_the_edges,
+            snapshots_at_the_edges,
             exact_and_reads_at_the_edges,
             arbitrary_json_reads_back_equal_or_is_rejected_alike,
             read_stream_forward,

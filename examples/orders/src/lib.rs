@@ -51,7 +51,7 @@
 
 use std::time::Duration;
 
-use es_core::{CommandError, DecodeError, LoadError, StoreError};
+use es_core::{CommandError, DecodeError, StoreError};
 use es_postgres::{MigrateError, ProjectionError};
 use es_postgres_local::LocalError;
 
@@ -70,10 +70,8 @@ pub enum Error {
     /// No PostgreSQL server could be found or started.
     #[error(transparent)]
     Local(Box<LocalError>),
-    /// The event store's migrations failed.
-    #[error(transparent)]
-    Migrate(Box<MigrateError>),
-    /// The event store failed.
+    /// The event store failed (its migrations, a read, a stored event that
+    /// does not decode).
     #[error(transparent)]
     Store(Box<StoreError>),
     /// A query of the read models failed.
@@ -82,12 +80,6 @@ pub enum Error {
     /// A command failed.
     #[error(transparent)]
     Command(Box<CommandError<domain::OrderError>>),
-    /// Loading an order failed.
-    #[error(transparent)]
-    Load(Box<LoadError>),
-    /// A stored event could not be decoded.
-    #[error(transparent)]
-    Decode(Box<DecodeError>),
     /// An order id is invalid.
     #[error(transparent)]
     OrderId(#[from] service::InvalidOrderId),
@@ -110,6 +102,18 @@ pub enum Error {
     Unexpected(String),
 }
 
+impl From<MigrateError> for Error {
+    fn from(error: MigrateError) -> Self {
+        Self::Store(Box::new(error.into()))
+    }
+}
+
+impl From<DecodeError> for Error {
+    fn from(error: DecodeError) -> Self {
+        Self::Store(Box::new(error.into()))
+    }
+}
+
 macro_rules! from_boxed {
     ($($variant:ident($error:ty)),* $(,)?) => {
         $(
@@ -124,11 +128,8 @@ macro_rules! from_boxed {
 
 from_boxed!(
     Local(LocalError),
-    Migrate(MigrateError),
     Store(StoreError),
     Sql(sqlx::Error),
     Command(CommandError<domain::OrderError>),
-    Load(LoadError),
-    Decode(DecodeError),
     Projection(ProjectionError),
 );

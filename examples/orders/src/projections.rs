@@ -56,12 +56,6 @@ pub async fn create_read_models(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// The order id of an `Order-{id}` stream.
-fn order_id(envelope: &RecordedEvent) -> &str {
-    let stream = envelope.stream_id.as_str();
-    stream.split_once('-').map_or(stream, |(_, id)| id)
-}
-
 /// An amount for a `bigint` column.
 fn cents(amount: u64) -> Result<i64, BoxError> {
     i64::try_from(amount).map_err(|_| format!("{amount} cents do not fit a bigint").into())
@@ -90,7 +84,7 @@ impl Handle<OrderEvent, PgConnection> for OrderSummaries {
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let order = order_id(envelope);
+        let order = envelope.stream_id.id();
         let version = i64::try_from(envelope.version)?;
         let at = envelope.recorded_at;
         if let OrderEvent::Placed(placed) = &event {
@@ -208,7 +202,7 @@ impl Handle<OrderEvent, PgConnection> for CustomerTotals {
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let order = order_id(envelope);
+        let order = envelope.stream_id.id();
         if let OrderEvent::Placed(placed) = &event {
             sqlx::query(
                 "INSERT INTO customer_totals_orders (order_id, customer_id) VALUES ($1, $2)",

@@ -54,7 +54,7 @@ impl Shop {
     ///
     /// # Errors
     ///
-    /// [`Error::Migrate`] or [`Error::Sql`] when the schema cannot be
+    /// [`Error::Store`] or [`Error::Sql`] when the schema cannot be
     /// created.
     pub async fn open(store: PgEventStore) -> Result<Self, Error> {
         Self::open_with(store, RepositoryOptions::default()).await
