@@ -4,50 +4,16 @@
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned as _;
-use syn::{DeriveInput, Ident, Type};
+use syn::{Ident, Type};
 
-use crate::errors::Errors;
-use crate::parse::{
-    self, AggregateStruct, EventEnum, EventVariant, Handled, ProjectionStruct, Step,
-};
-use crate::validate;
-
-/// `#[derive(Event)]`: the code, or every user error as `compile_error!`.
-pub(crate) fn event(input: TokenStream) -> TokenStream {
-    derive_event(input).unwrap_or_else(syn::Error::into_compile_error)
-}
-
-/// `#[derive(Aggregate)]`: the code, or every user error as
-/// `compile_error!`.
-pub(crate) fn aggregate(input: TokenStream) -> TokenStream {
-    derive_aggregate(input).unwrap_or_else(syn::Error::into_compile_error)
-}
-
-/// `#[derive(Projection)]`: the code, or every user error as
-/// `compile_error!`.
-pub(crate) fn projection(input: TokenStream) -> TokenStream {
-    derive_projection(input).unwrap_or_else(syn::Error::into_compile_error)
-}
-
-fn derive_projection(input: TokenStream) -> syn::Result<TokenStream> {
-    let input: DeriveInput = syn::parse2(input)?;
-    let mut errors = Errors::default();
-    let model = parse::projection_struct(&input, &mut errors);
-    if let Some(model) = &model {
-        validate::projection_struct(model, &mut errors);
-    }
-    errors.finish()?;
-    Ok(model
-        .map(|model| expand_projection(&model))
-        .unwrap_or_default())
-}
+use crate::parse::{AggregateStruct, EventEnum, EventVariant, Handled, ProjectionStruct, Step};
 
 /// The projection's name, the stored names of the events it handles (from
 /// each enum's `VariantNames`, spanned on the user's `Enum::Variant` so an
 /// unknown variant is reported there), and a dispatcher that decodes each
 /// event with its enum and hands it to the projection's `Handle` for that
 /// enum and sink.
-fn expand_projection(model: &ProjectionStruct) -> TokenStream {
+pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
     let ProjectionStruct {
         ident,
         krate,
@@ -127,31 +93,9 @@ fn expand_projection(model: &ProjectionStruct) -> TokenStream {
     }
 }
 
-fn derive_event(input: TokenStream) -> syn::Result<TokenStream> {
-    let input: DeriveInput = syn::parse2(input)?;
-    let mut errors = Errors::default();
-    let model = parse::event_enum(&input, &mut errors);
-    if let Some(model) = &model {
-        validate::event_enum(model, &mut errors);
-    }
-    errors.finish()?;
-    Ok(model.map(|model| expand_event(&model)).unwrap_or_default())
-}
-
-fn derive_aggregate(input: TokenStream) -> syn::Result<TokenStream> {
-    let input: DeriveInput = syn::parse2(input)?;
-    let mut errors = Errors::default();
-    let model = parse::aggregate_struct(&input, &mut errors);
-    if let Some(model) = &model {
-        validate::aggregate_struct(model, &mut errors);
-    }
-    errors.finish()?;
-    Ok(model
-        .map(|model| expand_aggregate(&model))
-        .unwrap_or_default())
-}
-
-fn expand_event(model: &EventEnum) -> TokenStream {
+/// `Event`, `Dispatch` to an aggregate's handlers and `VariantNames` for
+/// each variant.
+pub(crate) fn event(model: &EventEnum) -> TokenStream {
     let EventEnum {
         ident,
         krate,
@@ -364,7 +308,9 @@ fn convert(previous: &Type, next: &Type, value: &Ident) -> TokenStream {
     }
 }
 
-fn expand_aggregate(model: &AggregateStruct) -> TokenStream {
+/// `Aggregate`: the category, the event type, `apply` and the snapshot
+/// settings.
+pub(crate) fn aggregate(model: &AggregateStruct) -> TokenStream {
     let AggregateStruct {
         ident,
         krate,
@@ -424,9 +370,15 @@ mod tests {
     use proc_macro2::TokenStream;
     use quote::quote;
 
-    /// The expansion, formatted; fails the test on a user error.
+    use crate::driver::{Aggregate, Event, Projection, derive};
+
+    /// The expansion of a valid input, formatted.
     fn pretty(derive: fn(TokenStream) -> TokenStream, input: TokenStream) -> String {
         let output = derive(input);
+        assert!(
+            !output.to_string().contains("compile_error"),
+            "a user error:\n{output}"
+        );
         let file: syn::File = syn::parse2(output.clone())
             .unwrap_or_else(|e| panic!("the expansion does not parse ({e}):\n{output}"));
         prettyplease::unparse(&file)
@@ -435,7 +387,7 @@ mod tests {
     #[test]
     fn projection_over_two_enums() {
         insta::assert_snapshot!(pretty(
-            super::projection,
+            derive::<Projection>,
             quote! {
                 #[es(name = "order_summaries")]
                 #[es(handles(OrderEvent::Placed, OrderEvent::Shipped, customers::CustomerEvent::Registered))]
@@ -447,7 +399,7 @@ mod tests {
     #[test]
     fn projection_custom_crate_path_and_default_name() {
         insta::assert_snapshot!(pretty(
-            super::projection,
+            derive::<Projection>,
             quote! {
                 #[es(crate = "::my_es", handles(AccountEvent::Deposited))]
                 struct AccountBalances {
@@ -460,7 +412,7 @@ mod tests {
     #[test]
     fn event_plain() {
         insta::assert_snapshot!(pretty(
-            super::event,
+            derive::<Event>,
             quote! {
                 enum AccountEvent {
                     Opened(Opened),
@@ -473,7 +425,7 @@ mod tests {
     #[test]
     fn event_names_aliases_and_upcasts() {
         insta::assert_snapshot!(pretty(
-            super::event,
+            derive::<Event>,
             quote! {
                 enum OrderEvent {
                     #[es(name = "OrderPlaced", alias = "OrderCreated", alias = "PurchaseMade")]
@@ -490,7 +442,7 @@ mod tests {
     #[test]
     fn event_empty_enum() {
         insta::assert_snapshot!(pretty(
-            super::event,
+            derive::<Event>,
             quote!(
                 enum Nothing {}
             )
@@ -500,7 +452,7 @@ mod tests {
     #[test]
     fn event_custom_crate_path() {
         insta::assert_snapshot!(pretty(
-            super::event,
+            derive::<Event>,
             quote! {
                 #[es(crate = "::my_app::es")]
                 enum AccountEvent {
@@ -514,7 +466,7 @@ mod tests {
     #[test]
     fn aggregate_plain() {
         insta::assert_snapshot!(pretty(
-            super::aggregate,
+            derive::<Aggregate>,
             quote! {
                 #[es(event = AccountEvent)]
                 struct Account {
@@ -527,7 +479,7 @@ mod tests {
     #[test]
     fn aggregate_with_snapshots() {
         insta::assert_snapshot!(pretty(
-            super::aggregate,
+            derive::<Aggregate>,
             quote! {
                 #[es(category = "Order", event = crate::events::OrderEvent, snapshot(every = 100, version = 2))]
                 struct Order {
@@ -540,212 +492,12 @@ mod tests {
     #[test]
     fn aggregate_custom_crate_path() {
         insta::assert_snapshot!(pretty(
-            super::aggregate,
+            derive::<Aggregate>,
             quote! {
                 #[es(crate = "my_app::es", category = "Account", event = AccountEvent)]
                 #[es(snapshot(every = 50))]
                 struct Account;
             }
         ));
-    }
-
-    #[test]
-    fn user_errors_are_collected() {
-        let output = super::event(quote! {
-            enum E {
-                #[es(versoin = 2, name = "A", name = "B")]
-                A(A),
-                #[es(version = 0)]
-                B(B),
-                C { x: u8 },
-            }
-        })
-        .to_string();
-        for message in [
-            "unknown es attribute `versoin`",
-            "repeated es attribute `name`",
-            "schema versions start at 1",
-            "event variant `C` must wrap exactly one payload type",
-        ] {
-            assert!(output.contains(message), "missing {message:?} in {output}");
-        }
-    }
-
-    /// Malformed inputs give errors, never a panic.
-    #[test]
-    #[expect(clippy::too_many_lines, reason = "a table of inputs")]
-    fn malformed_inputs_do_not_panic() {
-        let inputs = [
-            quote!(),
-            quote!(enum),
-            quote!(
-                struct S;
-            ),
-            quote!(union U { a: u8 }),
-            quote!(
-                enum E<T> {
-                    A(T),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es = "x"]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(name)]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(name = 1)]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(version = "1")]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(version = -1)]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(version = 99999999999)]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(version = 4294967295)]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(upcast)]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(upcast())]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(upcast(from = 1))]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(upcast(from = 1, with = f, type = T))]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(version = 3, upcast(from = 1, type = T), upcast(from = 2, with = f))]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(unknown(a, b = 1), name = "")]
-                    A(A),
-                }
-            ),
-            quote!(
-                enum E {
-                    #[es(name = "\u{0}")]
-                    A(A),
-                    B(A),
-                }
-            ),
-            quote!(
-                #[es(crate = "not a path")]
-                enum E {}
-            ),
-            quote!(
-                #[es(crate)]
-                enum E {}
-            ),
-            quote!(
-                enum E {
-                    A,
-                    B(u8, u8),
-                    C {},
-                }
-            ),
-        ];
-        for input in inputs {
-            let text = input.to_string();
-            let output = super::event(input);
-            assert!(
-                text.is_empty() || output.to_string().contains("compile_error"),
-                "no error for {text}"
-            );
-        }
-        let aggregates = [
-            quote!(
-                struct S;
-            ),
-            quote!(
-                enum E {}
-            ),
-            quote!(
-                #[es(event)]
-                struct S;
-            ),
-            quote!(
-                #[es(event = E, snapshot)]
-                struct S;
-            ),
-            quote!(
-                #[es(event = E, snapshot())]
-                struct S;
-            ),
-            quote!(
-                #[es(event = E, snapshot(every = 0, version = 0))]
-                struct S;
-            ),
-            quote!(
-                #[es(event = E, snapshot(every = 1), snapshot(every = 2))]
-                struct S;
-            ),
-            quote!(
-                #[es(event = E, category = "a-b")]
-                struct S;
-            ),
-            quote!(
-                #[es(event = E, category = "")]
-                struct S<T>(T);
-            ),
-        ];
-        for input in aggregates {
-            let text = input.to_string();
-            assert!(
-                super::aggregate(input)
-                    .to_string()
-                    .contains("compile_error"),
-                "no error for {text}"
-            );
-        }
     }
 }

@@ -8,14 +8,15 @@
 //! `es_core::__private`, which is why `es-core` pins this crate's exact
 //! version.
 //!
-//! Each derive runs three steps: `parse` reads the input and its
-//! `#[es(...)]` attributes into a small model that keeps the original tokens
-//! for spans, `validate` checks the model as a whole, and `expand` turns a
-//! valid model into code. Every user error is a spanned `syn::Error`, and all
-//! of them are reported at once.
+//! Each derive runs the same three steps (`driver`): `parse` reads the input
+//! and its `#[es(...)]` attributes into a small model that keeps the
+//! original tokens for spans, `validate` checks the model as a whole, and
+//! `expand` turns a valid model into code. Every user error is a spanned
+//! `syn::Error`, and all of them are reported at once.
 
 use proc_macro::TokenStream;
 
+mod driver;
 mod errors;
 mod expand;
 mod parse;
@@ -42,7 +43,7 @@ mod validate;
 /// one, with a compiled example.
 #[proc_macro_derive(Event, attributes(es))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
-    expand::event(input.into()).into()
+    driver::derive::<driver::Event>(input.into()).into()
 }
 
 /// Derives `es_core::Projection` and `es_core::Dispatch` for a struct: its
@@ -60,7 +61,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// them, with a compiled example.
 #[proc_macro_derive(Projection, attributes(es))]
 pub fn derive_projection(input: TokenStream) -> TokenStream {
-    expand::projection(input.into()).into()
+    driver::derive::<driver::Projection>(input.into()).into()
 }
 
 /// Derives `es_core::Aggregate` for a struct: its stream category, its
@@ -79,5 +80,5 @@ pub fn derive_projection(input: TokenStream) -> TokenStream {
 /// `es_core::Aggregate` trait documents them, with a compiled example.
 #[proc_macro_derive(Aggregate, attributes(es))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
-    expand::aggregate(input.into()).into()
+    driver::derive::<driver::Aggregate>(input.into()).into()
 }
