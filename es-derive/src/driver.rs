@@ -1,12 +1,12 @@
 //! The one path that every derive takes: parse, validate and expand, or, on
-//! user errors, all of them.
+//! user errors, all of them with a fallback implementation.
 
 use proc_macro2::TokenStream;
 use syn::DeriveInput;
 
 use crate::errors::Errors;
 use crate::parse::{AggregateStruct, EventEnum, ProjectionStruct};
-use crate::{expand, parse, validate};
+use crate::{expand, fallback, parse, validate};
 
 /// The steps of one derive.
 pub(crate) trait Derive {
@@ -22,24 +22,36 @@ pub(crate) trait Derive {
 
     /// The code for a valid model; never a user error.
     fn expand(model: &Self::Model) -> TokenStream;
+
+    /// A minimal implementation of the derived trait(s) for a model with
+    /// errors, so that the rest of the user's code compiles and only the
+    /// derive's own errors are shown. Empty when none can be written safely.
+    fn fallback(input: &DeriveInput, model: &Self::Model) -> TokenStream;
 }
 
 /// Runs derive `D` on `input`: its code, or every user error as
-/// `compile_error!`.
+/// `compile_error!` followed by its fallback.
 pub(crate) fn derive<D: Derive>(input: TokenStream) -> TokenStream {
-    run::<D>(input).unwrap_or_else(syn::Error::into_compile_error)
-}
-
-fn run<D: Derive>(input: TokenStream) -> syn::Result<TokenStream> {
-    let input: DeriveInput = syn::parse2(input)?;
+    let input: DeriveInput = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(error) => return error.into_compile_error(),
+    };
     let mut errors = Errors::default();
     let model = D::parse(&input, &mut errors);
     if let Some(model) = &model {
         D::validate(model, &mut errors);
     }
-    errors.finish()?;
-    // `parse` returns no model only after recording an error.
-    Ok(model.map(|model| D::expand(&model)).unwrap_or_default())
+    match errors.finish() {
+        // `parse` returns no model only after recording an error.
+        Ok(()) => model.map(|model| D::expand(&model)).unwrap_or_default(),
+        Err(error) => {
+            let mut tokens = error.into_compile_error();
+            if let Some(model) = &model {
+                tokens.extend(D::fallback(&input, model));
+            }
+            tokens
+        }
+    }
 }
 
 /// `#[derive(Event)]`.
@@ -58,6 +70,10 @@ impl Derive for Event {
 
     fn expand(model: &EventEnum) -> TokenStream {
         expand::event(model)
+    }
+
+    fn fallback(input: &DeriveInput, model: &EventEnum) -> TokenStream {
+        fallback::event(input, &model.krate)
     }
 }
 
@@ -78,6 +94,10 @@ impl Derive for Aggregate {
     fn expand(model: &AggregateStruct) -> TokenStream {
         expand::aggregate(model)
     }
+
+    fn fallback(input: &DeriveInput, model: &AggregateStruct) -> TokenStream {
+        fallback::aggregate(input, &model.krate, &model.event)
+    }
 }
 
 /// `#[derive(Projection)]`.
@@ -97,6 +117,10 @@ impl Derive for Projection {
     fn expand(model: &ProjectionStruct) -> TokenStream {
         expand::projection(model)
     }
+
+    fn fallback(input: &DeriveInput, model: &ProjectionStruct) -> TokenStream {
+        fallback::projection(input, &model.krate)
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +135,7 @@ mod tests {
     }
 
     /// Each input gives at least one error, never a panic, and output that
-    /// parses.
+    /// parses, fallback included.
     fn assert_rejected(derive: fn(TokenStream) -> TokenStream, inputs: &[&str]) {
         for input in inputs {
             let tokens: TokenStream = input.parse().expect("test input is tokens");
@@ -220,5 +244,74 @@ mod tests {
                 r#"#[es(crate = "not a path", handles(A::B))] struct S;"#,
             ],
         );
+    }
+
+    /// With an error, the derive also implements its trait, so that the
+    /// type's uses compile and only the error is shown.
+    #[test]
+    fn errors_come_with_a_fallback() {
+        for (derive, input, fallback) in [
+            (
+                derive::<Event> as fn(_) -> _,
+                "enum E { #[es(versoin = 2)] A(A) }",
+                ":: es_core :: Event for E",
+            ),
+            (
+                derive::<Aggregate>,
+                "#[es(event = E, typo)] struct S;",
+                ":: es_core :: Aggregate for S",
+            ),
+            (
+                derive::<Projection>,
+                "#[es(handles(E::A), typo)] struct S;",
+                ":: es_core :: Projection for S",
+            ),
+            (
+                derive::<Projection>,
+                r#"#[es(crate = "my::es", handles(E::A), typo)] struct S;"#,
+                "my :: es :: Projection for S",
+            ),
+            // Reading stopped at `name`, but no `crate` key was left unread.
+            (
+                derive::<Projection>,
+                "#[es(name = 1, handles(E::A))] struct S;",
+                ":: es_core :: Projection for S",
+            ),
+            // `crate` starting a path is not a `crate` key.
+            (
+                derive::<Aggregate>,
+                "#[es(event = crate::events::E, category = 1)] struct S;",
+                ":: es_core :: Aggregate for S",
+            ),
+        ] {
+            let output = run(derive, input);
+            assert!(
+                output.contains(fallback),
+                "no fallback for {input}: {output}"
+            );
+        }
+    }
+
+    /// No fallback where it could not be written without new errors: an
+    /// aggregate without its event type, or a `crate` path that was not
+    /// read.
+    #[test]
+    fn no_fallback_when_it_would_guess() {
+        for (derive, input) in [
+            (
+                derive::<Aggregate> as fn(_) -> _,
+                r#"#[es(category = "Account")] struct S;"#,
+            ),
+            (derive::<Event>, r#"#[es(crate = "not a path")] enum E {}"#),
+            (derive::<Event>, "#[es(crate)] enum E {}"),
+            (
+                derive::<Projection>,
+                r#"#[es(name = 1, crate = "my::es", handles(E::A))] struct S;"#,
+            ),
+        ] {
+            let output = run(derive, input);
+            assert!(output.contains("compile_error"), "no error for {input}");
+            assert!(!output.contains("impl"), "a fallback for {input}: {output}");
+        }
     }
 }

@@ -293,7 +293,7 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 
 /// A local name of the generated code, invisible to the user's tokens
 /// (paths in attributes), so that they cannot clash.
-fn local(name: &str) -> Ident {
+pub(crate) fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
@@ -366,7 +366,7 @@ pub(crate) fn aggregate(model: &AggregateStruct) -> TokenStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proc_macro2::TokenStream;
     use quote::quote;
 
@@ -379,6 +379,11 @@ mod tests {
             !output.to_string().contains("compile_error"),
             "a user error:\n{output}"
         );
+        format(&output)
+    }
+
+    /// `output`, formatted; fails the test when it does not parse.
+    pub(crate) fn format(output: &TokenStream) -> String {
         let file: syn::File = syn::parse2(output.clone())
             .unwrap_or_else(|e| panic!("the expansion does not parse ({e}):\n{output}"));
         prettyplease::unparse(&file)

@@ -12,13 +12,16 @@
 //! and its `#[es(...)]` attributes into a small model that keeps the
 //! original tokens for spans, `validate` checks the model as a whole, and
 //! `expand` turns a valid model into code. Every user error is a spanned
-//! `syn::Error`, and all of them are reported at once.
+//! `syn::Error`, and all of them are reported at once, followed by a
+//! `fallback` implementation of the derived trait so that the type's uses
+//! add no errors of their own.
 
 use proc_macro::TokenStream;
 
 mod driver;
 mod errors;
 mod expand;
+mod fallback;
 mod parse;
 mod validate;
 

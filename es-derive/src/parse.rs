@@ -1,7 +1,7 @@
 //! Reading a derive's input and its `#[es(...)]` attributes into a model
 //! that keeps the original tokens for spans.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenTree};
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::{Attribute, Data, DeriveInput, Fields, Ident, LitInt, LitStr, Path, Type};
@@ -89,7 +89,7 @@ pub(crate) struct Handled {
 /// model is returned as far as it could be read.
 pub(crate) fn event_enum(input: &DeriveInput, errors: &mut Errors) -> Option<EventEnum> {
     let mut krate = None;
-    for_each_setting(&input.attrs, errors, |meta, errors| {
+    let complete = for_each_setting(&input.attrs, errors, |meta, errors| {
         if meta.path.is_ident("crate") {
             let path = parse_crate_path(&meta)?;
             set_once(&mut krate, path, &meta, errors);
@@ -99,31 +99,30 @@ pub(crate) fn event_enum(input: &DeriveInput, errors: &mut Errors) -> Option<Eve
         }
     });
     reject_generics(input, "event enums", errors);
-    let data = match &input.data {
-        Data::Enum(data) => data,
+    let variants = match &input.data {
+        Data::Enum(data) => data
+            .variants
+            .iter()
+            .filter_map(|variant| event_variant(variant, errors))
+            .collect(),
         Data::Struct(data) => {
             errors.push(syn::Error::new_spanned(
                 data.struct_token,
                 "`Event` can only be derived for enums: each variant is one event type",
             ));
-            return None;
+            Vec::new()
         }
         Data::Union(data) => {
             errors.push(syn::Error::new_spanned(
                 data.union_token,
                 "`Event` can only be derived for enums: each variant is one event type",
             ));
-            return None;
+            Vec::new()
         }
     };
-    let variants = data
-        .variants
-        .iter()
-        .filter_map(|variant| event_variant(variant, errors))
-        .collect();
     Some(EventEnum {
         ident: input.ident.clone(),
-        krate: krate.unwrap_or_else(default_crate),
+        krate: crate_path(krate, complete, &input.attrs)?,
         variants,
     })
 }
@@ -255,7 +254,7 @@ pub(crate) fn aggregate_struct(
     let mut category = None;
     let mut event = None;
     let mut snapshot = None;
-    for_each_setting(&input.attrs, errors, |meta, errors| {
+    let complete = for_each_setting(&input.attrs, errors, |meta, errors| {
         if meta.path.is_ident("crate") {
             let path = parse_crate_path(&meta)?;
             set_once(&mut krate, path, &meta, errors);
@@ -275,23 +274,7 @@ pub(crate) fn aggregate_struct(
         Ok(())
     });
     reject_generics(input, "aggregates", errors);
-    match &input.data {
-        Data::Struct(_) => {}
-        Data::Enum(data) => {
-            errors.push(syn::Error::new_spanned(
-                data.enum_token,
-                "`Aggregate` can only be derived for structs",
-            ));
-            return None;
-        }
-        Data::Union(data) => {
-            errors.push(syn::Error::new_spanned(
-                data.union_token,
-                "`Aggregate` can only be derived for structs",
-            ));
-            return None;
-        }
-    }
+    require_struct(input, "Aggregate", errors);
     let Some(event) = event else {
         errors.push(syn::Error::new_spanned(
             &input.ident,
@@ -301,7 +284,7 @@ pub(crate) fn aggregate_struct(
     };
     Some(AggregateStruct {
         ident: input.ident.clone(),
-        krate: krate.unwrap_or_else(default_crate),
+        krate: crate_path(krate, complete, &input.attrs)?,
         category: category.unwrap_or_else(|| Spanned {
             value: input.ident.to_string(),
             span: input.ident.span(),
@@ -347,17 +330,21 @@ fn parse_snapshot(
 }
 
 /// Runs `f` on each key of each `#[es(...)]` attribute, collecting errors.
+/// Returns whether every attribute was read to its end: an error that `f`
+/// returns, or malformed syntax, leaves the keys after it unread.
 fn for_each_setting(
     attrs: &[Attribute],
     errors: &mut Errors,
     mut f: impl FnMut(ParseNestedMeta<'_>, &mut Errors) -> syn::Result<()>,
-) {
+) -> bool {
+    let mut complete = true;
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("es")) {
         let mut found = Errors::default();
         let parsed = attr.parse_nested_meta(|meta| f(meta, &mut found));
         errors.record(found.finish());
-        errors.record(parsed);
+        complete &= errors.record(parsed).is_some();
     }
+    complete
 }
 
 /// Records `value` in `slot`, or an error if the key was already given.
@@ -412,8 +399,50 @@ fn parse_crate_path(meta: &ParseNestedMeta<'_>) -> syn::Result<Path> {
     })
 }
 
-fn default_crate() -> Path {
-    syn::parse_quote!(::es_core)
+/// Records an error unless `input` is a struct. The model is still read, so
+/// that the derive's other errors are reported and its fallback emitted.
+fn require_struct(input: &DeriveInput, derive: &str, errors: &mut Errors) {
+    let token = match &input.data {
+        Data::Struct(_) => return,
+        Data::Enum(data) => data.enum_token.span,
+        Data::Union(data) => data.union_token.span,
+    };
+    errors.push(syn::Error::new(
+        token,
+        format!("`{derive}` can only be derived for structs"),
+    ));
+}
+
+/// The path of es-core: the one given with `crate = "path"`, else
+/// `::es_core`. `None` when a `crate` key was left unread because reading
+/// stopped at an error (`complete` is false): the path the user meant is
+/// then unknown, and a fallback that named another one could fail to
+/// resolve.
+fn crate_path(given: Option<Path>, complete: bool, attrs: &[Attribute]) -> Option<Path> {
+    let unread = !complete
+        && attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("es"))
+            .any(has_crate_key);
+    match given {
+        Some(path) => Some(path),
+        None if unread => None,
+        None => Some(syn::parse_quote!(::es_core)),
+    }
+}
+
+/// Whether `attr` has a `crate` key, read or not: `crate` where a key
+/// starts (first, or after a comma), not as the start of a path in a value.
+fn has_crate_key(attr: &Attribute) -> bool {
+    let syn::Meta::List(list) = &attr.meta else {
+        return false;
+    };
+    let mut at_key = true;
+    list.tokens.clone().into_iter().any(|token| {
+        let is_crate = at_key && matches!(&token, TokenTree::Ident(ident) if ident == "crate");
+        at_key = matches!(&token, TokenTree::Punct(punct) if punct.as_char() == ',');
+        is_crate
+    })
 }
 
 fn spanned_str(lit: &LitStr) -> Spanned<String> {
@@ -457,7 +486,7 @@ pub(crate) fn projection_struct(
     let mut name = None;
     let mut handles = Vec::new();
     let mut handles_span = None;
-    for_each_setting(&input.attrs, errors, |meta, errors| {
+    let complete = for_each_setting(&input.attrs, errors, |meta, errors| {
         if meta.path.is_ident("crate") {
             let path = parse_crate_path(&meta)?;
             set_once(&mut krate, path, &meta, errors);
@@ -501,26 +530,10 @@ pub(crate) fn projection_struct(
         Ok(())
     });
     reject_generics(input, "projections", errors);
-    match &input.data {
-        Data::Struct(_) => {}
-        Data::Enum(data) => {
-            errors.push(syn::Error::new_spanned(
-                data.enum_token,
-                "`Projection` can only be derived for structs",
-            ));
-            return None;
-        }
-        Data::Union(data) => {
-            errors.push(syn::Error::new_spanned(
-                data.union_token,
-                "`Projection` can only be derived for structs",
-            ));
-            return None;
-        }
-    }
+    require_struct(input, "Projection", errors);
     Some(ProjectionStruct {
         ident: input.ident.clone(),
-        krate: krate.unwrap_or_else(default_crate),
+        krate: crate_path(krate, complete, &input.attrs)?,
         name: name.unwrap_or_else(|| Spanned {
             value: snake_case(&input.ident.to_string()),
             span: input.ident.span(),
