@@ -5,6 +5,8 @@ pub use serde;
 pub use serde_json;
 pub use serde_json::Value;
 
+use std::marker::PhantomData;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -99,20 +101,78 @@ pub fn unknown_event_type(event: &RecordedEvent) -> DecodeError {
     DecodeError::new(event, DecodeErrorKind::UnknownEventType)
 }
 
-pub use async_trait::async_trait;
-
-/// The stored names (current name, then aliases) of the variant of an event
-/// enum whose name has the [`variant_key`] `VARIANT`. `#[derive(Event)]`
-/// implements it for each variant; `#[derive(Projection)]` reads it to learn
-/// the event types a projection handles.
+/// The variant of an event enum whose name has the [`variant_key`]
+/// `VARIANT`: its stored names (current name, then aliases), its payload
+/// type and the decoding of its payload, upcasts included.
+/// `#[derive(Event)]` implements it for each variant; `#[derive(Projection)]`
+/// reads it to learn the event types a projection handles and the payload
+/// each handler takes.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no event variant of this name",
     label = "not a variant of an event enum",
     note = "name each handled event as `EventEnum::Variant`, where `EventEnum` derives `es_core::Event`"
 )]
-pub trait VariantNames<const VARIANT: u64> {
+pub trait Variant<const VARIANT: u64> {
+    /// The variant's payload.
+    type Payload;
+
     /// The variant's stored names.
     const NAMES: &'static [&'static str];
+
+    /// Decodes `event`, stored under one of [`NAMES`](Self::NAMES), as the
+    /// variant's payload, running the upcasts from its schema version.
+    ///
+    /// # Errors
+    ///
+    /// The payload does not decode, an upcast step fails, or the schema
+    /// version has no path to the current one.
+    fn decode(event: &RecordedEvent) -> Result<Self::Payload, DecodeError>;
+}
+
+/// The variant of event enum `E` whose name has the key `VARIANT`, as a
+/// type that can be named even when no such variant exists: an unknown
+/// variant is then reported once, where its names are read, not at every
+/// use.
+pub struct Handled<E, const VARIANT: u64>(PhantomData<fn() -> E>);
+
+/// Routes the events of one handled variant to `P`'s handler for its
+/// payload, with the sink `Cx`. `#[derive(Projection)]` requires it for
+/// each handled variant.
+pub trait Route<P, Cx: ?Sized> {
+    /// The variant's stored names.
+    const NAMES: &'static [&'static str];
+
+    /// Decodes `event` as the variant's payload and hands it to `projection`.
+    fn route(
+        projection: &P,
+        event: &RecordedEvent,
+        cx: &mut Cx,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+impl<E, const VARIANT: u64, P, Cx> Route<P, Cx> for Handled<E, VARIANT>
+where
+    E: Variant<VARIANT>,
+    P: crate::Handle<E::Payload, Cx>,
+    Cx: Send + ?Sized,
+{
+    const NAMES: &'static [&'static str] = E::NAMES;
+
+    async fn route(projection: &P, event: &RecordedEvent, cx: &mut Cx) -> Result<(), BoxError> {
+        let payload = E::decode(event)?;
+        projection.handle(payload, event, cx).await
+    }
+}
+
+/// The payload of a variant that a derive with errors could not read: every
+/// projection handles it, so that the derive's own error is the only one.
+#[derive(Debug)]
+pub enum Unread {}
+
+impl<P: Send + Sync + ?Sized, Cx: Send + ?Sized> crate::Handle<Unread, Cx> for P {
+    async fn handle(&self, event: Unread, _: &RecordedEvent, _: &mut Cx) -> Result<(), BoxError> {
+        match event {}
+    }
 }
 
 /// A stable key for a variant's name (64-bit FNV-1a), usable in const

@@ -4,18 +4,21 @@
 //! ([`Projection`]), and handles each event with a sink context `Cx`: for a
 //! PostgreSQL read model, the transaction that also stores the checkpoint;
 //! for other sinks, `()` ([`Dispatch`]). `#[derive(Projection)]` generates
-//! both from a list of handled events, calling the projection's [`Handle`]
-//! implementation for each event enum. A runner (in `es-postgres`) feeds it
-//! batches from its checkpoint and applies the error policy.
+//! both from a list of handled variants, decoding each event and calling the
+//! projection's [`Handle`] implementation for the variant's payload. A
+//! runner (in `es-postgres`) feeds it batches from its checkpoint and
+//! applies the error policy.
 
-use crate::{BoxError, Event, FeedFilter, RecordedEvent};
+use crate::{BoxError, FeedFilter, RecordedEvent};
 
 /// A named projection and the event types it reads.
 ///
 /// Derive it with `#[derive(Projection)]`, which also implements
-/// [`Dispatch`]: each recorded event of a handled type is decoded into its
-/// enum and handed to the projection's [`Handle`] implementation for that
-/// enum.
+/// [`Dispatch`]: each recorded event of a handled type is decoded (upcasts
+/// included) and its payload handed to the projection's [`Handle`]
+/// implementation for that payload type. Handlers are `async fn`s; no
+/// attribute macro is needed. A handled variant whose payload has no
+/// handler for the sink is a compile error where the projection is run.
 ///
 /// | Setting | Meaning |
 /// |---|---|
@@ -28,7 +31,7 @@ use crate::{BoxError, Event, FeedFilter, RecordedEvent};
 /// into its feed query. A listed variant that does not exist is a compile
 /// error.
 ///
-/// For a PostgreSQL read model, implement `Handle<E, sqlx::PgConnection>`
+/// For a PostgreSQL read model, implement `Handle<Payload, sqlx::PgConnection>`
 /// and `Reset<sqlx::PgConnection>` and run it with
 /// `es_postgres::ProjectionRunner` (exactly once: the handler writes in the
 /// checkpoint's transaction); `examples/orders/src/projections.rs` has two.
@@ -56,12 +59,9 @@ use crate::{BoxError, Event, FeedFilter, RecordedEvent};
 /// #[es(name = "deposits", handles(AccountEvent::Deposited))]
 /// struct Deposits { cents: AtomicU64 }
 ///
-/// #[async_trait::async_trait]
-/// impl Handle<AccountEvent, ()> for Deposits {
-///     async fn handle(&self, event: AccountEvent, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
-///         if let AccountEvent::Deposited(deposit) = event {
-///             self.cents.fetch_add(deposit.cents, Ordering::Relaxed);
-///         }
+/// impl Handle<Deposited, ()> for Deposits {
+///     async fn handle(&self, deposit: Deposited, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
+///         self.cents.fetch_add(deposit.cents, Ordering::Relaxed);
 ///         Ok(())
 ///     }
 /// }
@@ -102,7 +102,14 @@ pub trait Projection: Send + Sync + 'static {
 }
 
 /// Applies one recorded event to the projection's sink `Cx`.
-#[async_trait::async_trait]
+///
+/// `#[derive(Projection)]` implements it for every sink `Cx` for which the
+/// projection has a [`Handle`] implementation for each handled payload.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot apply events to the sink `{Cx}`",
+    label = "a handler for a payload it reads is missing",
+    note = "`#[derive(Projection)]` requires `Handle<Payload, {Cx}>` for the payload of each variant in `handles(...)`"
+)]
 pub trait Dispatch<Cx: Send + ?Sized>: Projection {
     /// Applies `event`. Events of types the projection does not read are
     /// ignored.
@@ -111,30 +118,47 @@ pub trait Dispatch<Cx: Send + ?Sized>: Projection {
     ///
     /// Whatever the handler returns, or the event's decode error; the runner
     /// then applies its error policy.
-    async fn dispatch(&self, event: &RecordedEvent, cx: &mut Cx) -> Result<(), BoxError>;
+    fn dispatch(
+        &self,
+        event: &RecordedEvent,
+        cx: &mut Cx,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// Handles the events of one event enum `E` with the sink context `Cx`.
-#[async_trait::async_trait]
-pub trait Handle<E: Event, Cx: Send + ?Sized>: Send + Sync {
-    /// Applies one decoded event; `envelope` is the recorded event (id for
-    /// deduplication, stream, version, position, metadata).
+/// Handles the events whose payload is `P`, with the sink context `Cx`.
+///
+/// Implement it with an `async fn`, once per payload the projection reads,
+/// as an aggregate implements [`On`](crate::On) once per payload; the
+/// example on [`Projection`] shows one. Two variants with the same payload
+/// type share the handler, which can tell them apart by
+/// `envelope.event_type`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no handler for `{P}` with the sink `{Cx}`",
+    label = "no `Handle<{P}, {Cx}>`",
+    note = "add `impl Handle<{P}, {Cx}> for {Self}` with `async fn handle(&self, event: {P}, envelope: &RecordedEvent, cx: &mut {Cx}) -> Result<(), BoxError>`"
+)]
+pub trait Handle<P, Cx: Send + ?Sized>: Send + Sync {
+    /// Applies one decoded payload; `envelope` is the recorded event (type,
+    /// id for deduplication, stream, version, position, metadata).
     ///
     /// # Errors
     ///
     /// Any error; the runner applies its error policy.
-    async fn handle(&self, event: E, envelope: &RecordedEvent, cx: &mut Cx)
-    -> Result<(), BoxError>;
+    fn handle(
+        &self,
+        event: P,
+        envelope: &RecordedEvent,
+        cx: &mut Cx,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// Clears a projection's read model before a rebuild (for example,
-/// truncates its tables).
-#[async_trait::async_trait]
+/// truncates its tables). Implement it with an `async fn`.
 pub trait Reset<Cx: Send + ?Sized>: Projection {
     /// Removes everything the projection wrote.
     ///
     /// # Errors
     ///
     /// Any error; the rebuild is then abandoned and nothing is changed.
-    async fn reset(&self, cx: &mut Cx) -> Result<(), BoxError>;
+    fn reset(&self, cx: &mut Cx) -> impl Future<Output = Result<(), BoxError>> + Send;
 }

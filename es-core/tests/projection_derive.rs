@@ -1,6 +1,6 @@
 //! `#[derive(Projection)]`: the event types it reads (aliases included) and
-//! a dispatcher that decodes each event with its enum and calls the
-//! projection's handler for that enum.
+//! a dispatcher that decodes each event as its variant's payload and calls
+//! the projection's handler for that payload.
 
 use std::sync::Mutex;
 
@@ -49,38 +49,41 @@ struct OrderBoard {
     seen: Mutex<Vec<String>>,
 }
 
-#[async_trait::async_trait]
-impl Handle<OrderEvent, ()> for OrderBoard {
-    async fn handle(
-        &self,
-        event: OrderEvent,
-        envelope: &RecordedEvent,
-        (): &mut (),
-    ) -> Result<(), BoxError> {
-        let line = match event {
-            OrderEvent::Placed(p) => format!("placed {} ({})", p.total_cents, envelope.event_type),
-            OrderEvent::Shipped(_) => "shipped".to_owned(),
-            OrderEvent::Noted(_) => return Err("notes are not handled".into()),
-        };
+impl OrderBoard {
+    fn push(&self, line: String) -> Result<(), BoxError> {
         self.seen.lock().map_err(|_| "lock")?.push(line);
         Ok(())
     }
 }
 
-#[async_trait::async_trait]
-impl Handle<CustomerEvent, ()> for OrderBoard {
+impl Handle<Placed, ()> for OrderBoard {
     async fn handle(
         &self,
-        event: CustomerEvent,
+        placed: Placed,
+        envelope: &RecordedEvent,
+        (): &mut (),
+    ) -> Result<(), BoxError> {
+        self.push(format!(
+            "placed {} ({})",
+            placed.total_cents, envelope.event_type
+        ))
+    }
+}
+
+impl Handle<Shipped, ()> for OrderBoard {
+    async fn handle(&self, _: Shipped, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
+        self.push("shipped".to_owned())
+    }
+}
+
+impl Handle<Registered, ()> for OrderBoard {
+    async fn handle(
+        &self,
+        registered: Registered,
         _: &RecordedEvent,
         (): &mut (),
     ) -> Result<(), BoxError> {
-        let CustomerEvent::Registered(r) = event;
-        self.seen
-            .lock()
-            .map_err(|_| "lock")?
-            .push(format!("customer {}", r.name));
-        Ok(())
+        self.push(format!("customer {}", registered.name))
     }
 }
 

@@ -9,10 +9,10 @@ use syn::{Ident, Type};
 use crate::parse::{AggregateStruct, EventEnum, EventVariant, Handled, ProjectionStruct, Step};
 
 /// The projection's name, the stored names of the events it handles (from
-/// each enum's `VariantNames`, spanned on the user's `Enum::Variant` so an
-/// unknown variant is reported there), and a dispatcher that decodes each
-/// event with its enum and hands it to the projection's `Handle` for that
-/// enum and sink.
+/// each variant's `Variant` implementation, spanned on the user's
+/// `Enum::Variant` so an unknown variant is reported there), and a
+/// dispatcher that decodes each event as its variant's payload and hands it
+/// to the projection's `Handle` for that payload and sink.
 pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
     let ProjectionStruct {
         ident,
@@ -22,39 +22,43 @@ pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
         ..
     } = model;
     let private = quote!(#krate::__private);
-    let names_of = |handled: &Handled| {
+    let (event_var, cx_var, ty_var, cx) = (
+        local("event"),
+        local("cx"),
+        local("event_type"),
+        local("__Cx"),
+    );
+    // `<Enum as Variant<KEY>>`, spanned on the variant, so that an unknown
+    // one is reported there.
+    let variant_of = |handled: &Handled| {
         let Handled { event, variant, .. } = handled;
         let key = variant.to_string();
-        // Spanned on the variant, so that an unknown one is reported there.
         let event = respan(event.to_token_stream(), variant.span());
         quote_spanned!(variant.span()=>
-            <#event as #private::VariantNames<{ #private::variant_key(#key) }>>::NAMES
+            <#event as #private::Variant<{ #private::variant_key(#key) }>>
         )
     };
-    let parts = handles.iter().map(names_of);
-    // The handled variants, grouped by event enum in order of appearance.
-    let mut groups: Vec<(String, &syn::Path, Vec<&Handled>)> = Vec::new();
-    for handled in handles {
-        let key = handled.event.to_token_stream().to_string();
-        match groups.iter_mut().find(|(k, _, _)| *k == key) {
-            Some((_, _, members)) => members.push(handled),
-            None => groups.push((key, &handled.event, vec![handled])),
-        }
-    }
-    let (event_var, cx_var, ty_var) = (
-        Ident::new("__es_event", Span::call_site()),
-        Ident::new("__es_cx", Span::call_site()),
-        Ident::new("__es_type", Span::call_site()),
-    );
-    let bounds = groups
-        .iter()
-        .map(|(_, event, _)| quote_spanned!(event.span()=> #krate::Handle<#event, __Cx>));
-    let arms = groups.iter().map(|(_, event, members)| {
-        let names = members.iter().map(|h| names_of(h));
+    let parts = handles.iter().map(|h| {
+        let variant = variant_of(h);
+        quote!(#variant::NAMES)
+    });
+    // `Handled<Enum, KEY>`: the route of one variant, which names the
+    // variant without requiring it to exist.
+    let routes = handles.iter().map(|h| {
+        let Handled { event, variant, .. } = h;
+        let key = variant.to_string();
+        let event = respan(event.to_token_stream(), variant.span());
+        quote_spanned!(variant.span()=>
+            #private::Handled<#event, { #private::variant_key(#key) }>
+        )
+    });
+    let bounds = routes
+        .clone()
+        .map(|route| quote!(#route: #private::Route<Self, #cx>));
+    let arms = routes.map(|route| {
         quote! {
-            if #(#private::is_one_of(#ty_var, #names))||* {
-                let decoded = <#event as #krate::Event>::decode(#event_var)?;
-                return <Self as #krate::Handle<#event, __Cx>>::handle(self, decoded, #event_var, #cx_var).await;
+            if #private::is_one_of(#ty_var, <#route as #private::Route<Self, #cx>>::NAMES) {
+                return <#route as #private::Route<Self, #cx>>::route(self, #event_var, #cx_var).await;
             }
         }
     });
@@ -73,16 +77,15 @@ pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
             }
 
             #[automatically_derived]
-            #[#private::async_trait]
-            impl<__Cx> #krate::Dispatch<__Cx> for #ident
+            impl<#cx> #krate::Dispatch<#cx> for #ident
             where
-                __Cx: ::core::marker::Send + ?::core::marker::Sized,
-                Self: #(#bounds)+*,
+                #cx: ::core::marker::Send + ?::core::marker::Sized,
+                #(#bounds,)*
             {
                 async fn dispatch(
                     &self,
                     #event_var: &#krate::RecordedEvent,
-                    #cx_var: &mut __Cx,
+                    #cx_var: &mut #cx,
                 ) -> ::core::result::Result<(), #krate::BoxError> {
                     let #ty_var = #event_var.event_type.as_str();
                     #(#arms)*
@@ -121,7 +124,16 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
         let to_json = quote_spanned!(payload.span()=> #private::to_json::<#payload>(#payload_var));
         quote!(Self::#variant(ref #payload_var) => #to_json)
     });
-    let decode_arms = variants.iter().map(|v| decode_arm(v, krate));
+    let decode_arms = variants.iter().map(|v| {
+        let variant = &v.ident;
+        let key = variant.to_string();
+        let patterns = std::iter::once(v.name.value.as_str())
+            .chain(v.aliases.iter().map(|a| a.value.as_str()));
+        quote! {
+            #(#patterns)|* => <Self as #private::Variant<{ #private::variant_key(#key) }>>::decode(#recorded)
+                .map(Self::#variant),
+        }
+    });
     let handler_bounds = variants.iter().map(|v| {
         let payload = &v.payload;
         quote_spanned!(payload.span()=> #krate::On<#payload>)
@@ -130,20 +142,10 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
         let (variant, payload) = (&v.ident, &v.payload);
         quote!(Self::#variant(#payload_var) => <__Aggregate as #krate::On<#payload>>::on(#target, #payload_var))
     });
-    let variant_names = variants.iter().map(|v| {
-        let key = v.ident.to_string();
-        let name = &v.name.value;
-        let aliases = v.aliases.iter().map(|a| a.value.as_str());
-        quote! {
-            #[automatically_derived]
-            impl #private::VariantNames<{ #private::variant_key(#key) }> for #ident {
-                const NAMES: &'static [&'static str] = &[#name, #(#aliases,)*];
-            }
-        }
-    });
+    let variant_impls = variants.iter().map(|v| variant(v, ident, krate));
     quote! {
         const _: () = {
-            #(#variant_names)*
+            #(#variant_impls)*
 
             #[automatically_derived]
             impl #krate::Event for #ident {
@@ -194,9 +196,10 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
     }
 }
 
-/// The decoding of one event type: each stored schema version runs the
+/// `Variant` for one variant: its stored names, its payload and the
+/// decoding of its payload, where each stored schema version runs the
 /// upcast steps from it to the current version.
-fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
+fn variant(variant: &EventVariant, enum_ident: &Ident, krate: &syn::Path) -> TokenStream {
     let private = quote!(#krate::__private);
     let (recorded, data_var, value) = (local("recorded"), local("data"), local("value"));
     let EventVariant {
@@ -208,8 +211,8 @@ fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
         upcasts,
     } = variant;
     let current = version.value;
-    let patterns =
-        std::iter::once(name.value.as_str()).chain(aliases.iter().map(|a| a.value.as_str()));
+    let key = ident.to_string();
+    let (name, aliases) = (&name.value, aliases.iter().map(|a| a.value.as_str()));
     let read_current = quote_spanned!(payload.span()=> #private::payload::<#payload>);
     let older = (1..current).map(|from| {
         let mut body = TokenStream::new();
@@ -252,10 +255,10 @@ fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
             let conversion = convert(previous, payload, &value);
             quote! {
                 #conversion
-                ::core::result::Result::Ok(Self::#ident(#value))
+                ::core::result::Result::Ok(#value)
             }
         } else {
-            quote!(#read_current(#recorded, #data).map(Self::#ident))
+            quote!(#read_current(#recorded, #data))
         };
         quote! {
             #from => {
@@ -265,11 +268,22 @@ fn decode_arm(variant: &EventVariant, krate: &syn::Path) -> TokenStream {
         }
     });
     quote! {
-        #(#patterns)|* => match #recorded.schema_version {
-            #current => #read_current(#recorded, &#recorded.data).map(Self::#ident),
-            #(#older)*
-            _ => ::core::result::Result::Err(#private::unsupported_version(#recorded, #current)),
-        },
+        #[automatically_derived]
+        impl #private::Variant<{ #private::variant_key(#key) }> for #enum_ident {
+            type Payload = #payload;
+
+            const NAMES: &'static [&'static str] = &[#name, #(#aliases,)*];
+
+            fn decode(
+                #recorded: &#krate::RecordedEvent,
+            ) -> ::core::result::Result<#payload, #krate::DecodeError> {
+                match #recorded.schema_version {
+                    #current => #read_current(#recorded, &#recorded.data),
+                    #(#older)*
+                    _ => ::core::result::Result::Err(#private::unsupported_version(#recorded, #current)),
+                }
+            }
+        }
     }
 }
 

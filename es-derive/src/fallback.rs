@@ -17,12 +17,12 @@ use std::collections::HashSet;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
-use syn::{Data, DeriveInput, GenericParam, Lifetime, Path, Type};
+use syn::{Data, DeriveInput, Fields, GenericParam, Lifetime, Path, Type};
 
 use crate::expand::local;
 
 /// `Event` with no stored names, `Dispatch<A>` for every `A` (no handler
-/// required) and `VariantNames` with no names for each variant, so that an
+/// required) and `Variant` with no names for each variant, so that an
 /// aggregate or a projection that names the enum compiles.
 pub(crate) fn event(input: &DeriveInput, krate: &Path) -> TokenStream {
     let private = quote!(#krate::__private);
@@ -42,11 +42,11 @@ pub(crate) fn event(input: &DeriveInput, krate: &Path) -> TokenStream {
         &[unchecked(&quote!(Self: ::core::marker::Sized))],
     );
     let (dispatch_params, dispatch_where) = (&dispatch.params, &dispatch.where_clause);
-    let variant_names = variant_names(input, &private);
+    let variants = variants(input, krate);
     let unreachable = quote!(::core::unreachable!());
     quote! {
         const _: () = {
-            #variant_names
+            #variants
 
             #[automatically_derived]
             impl #params #krate::Event for #self_ty #where_clause {
@@ -83,13 +83,26 @@ pub(crate) fn event(input: &DeriveInput, krate: &Path) -> TokenStream {
     }
 }
 
-/// A `VariantNames` with no names for each variant of an enum. For a struct
-/// or a union, which have no variants, one for every variant key: a
+/// A `Variant` with no names for each variant of an enum, whose payload is
+/// the variant's single field (or `Unread`, which every projection handles,
+/// when it has another shape). For a struct or a union, which have no
+/// variants, one for every variant key, with the payload `Unread`: a
 /// projection that names the type as an event enum then compiles too.
-fn variant_names(input: &DeriveInput, private: &TokenStream) -> TokenStream {
-    let names = quote!(
-        const NAMES: &'static [&'static str] = &[];
-    );
+fn variants(input: &DeriveInput, krate: &Path) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let body = |payload: TokenStream| {
+        quote! {
+            type Payload = #payload;
+
+            const NAMES: &'static [&'static str] = &[];
+
+            fn decode(
+                _: &#krate::RecordedEvent,
+            ) -> ::core::result::Result<#payload, #krate::DecodeError> {
+                ::core::unreachable!()
+            }
+        }
+    };
     let Data::Enum(data) = &input.data else {
         let key = local("__VARIANT");
         let Header {
@@ -97,10 +110,11 @@ fn variant_names(input: &DeriveInput, private: &TokenStream) -> TokenStream {
             self_ty,
             where_clause,
         } = Header::new(input, Some(syn::parse_quote!(const #key: u64)), &[]);
+        let body = body(quote!(#private::Unread));
         return quote! {
             #[automatically_derived]
-            impl #params #private::VariantNames<#key> for #self_ty #where_clause {
-                #names
+            impl #params #private::Variant<#key> for #self_ty #where_clause {
+                #body
             }
         };
     };
@@ -113,15 +127,22 @@ fn variant_names(input: &DeriveInput, private: &TokenStream) -> TokenStream {
     let mut seen = HashSet::new();
     data.variants
         .iter()
-        .map(|variant| variant.ident.to_string())
-        .filter(|key| seen.insert(key.clone()))
-        .map(|key| {
+        .filter(|variant| seen.insert(variant.ident.to_string()))
+        .map(|variant| {
+            let key = variant.ident.to_string();
+            let payload = match &variant.fields {
+                Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                    fields.unnamed[0].ty.to_token_stream()
+                }
+                _ => quote!(#private::Unread),
+            };
+            let body = body(payload);
             quote! {
                 #[automatically_derived]
-                impl #params #private::VariantNames<{ #private::variant_key(#key) }>
+                impl #params #private::Variant<{ #private::variant_key(#key) }>
                     for #self_ty #where_clause
                 {
-                    #names
+                    #body
                 }
             }
         })
@@ -194,7 +215,6 @@ pub(crate) fn projection(input: &DeriveInput, krate: &Path) -> TokenStream {
             }
 
             #[automatically_derived]
-            #[#krate::__private::async_trait]
             impl #dispatch_params #krate::Dispatch<#cx> for #self_ty #dispatch_where {
                 async fn dispatch(
                     &self,

@@ -15,6 +15,11 @@
 //! `syn::Error`, and all of them are reported at once, followed by a
 //! `fallback` implementation of the derived trait so that the type's uses
 //! add no errors of their own.
+//!
+//! The derived types cannot be generic: a stored event name, a stream
+//! category and a projection's name (which keys its checkpoint) belong to
+//! one type, not to each instantiation of one. Each derive answers generic
+//! parameters with one error on them, `... cannot be generic`.
 
 use proc_macro::TokenStream;
 
@@ -50,8 +55,11 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 }
 
 /// Derives `es_core::Projection` and `es_core::Dispatch` for a struct: its
-/// name and the events it reads, dispatched to its `es_core::Handle`
-/// implementation for each event enum.
+/// name and the variants it reads, each decoded (upcasts included) and
+/// dispatched to its `es_core::Handle` implementation for the variant's
+/// payload type. `Dispatch<Cx>` is implemented for each sink `Cx` for which
+/// every handled payload has a handler; a missing one is a compile error
+/// where the projection is run with that sink.
 ///
 /// ```text
 /// #[derive(Projection)]
@@ -61,7 +69,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// Settings: `name` (default: the struct's name in snake case), `handles`
 /// (required), `crate = "path"`. The `es_core::Projection` trait documents
-/// them, with a compiled example.
+/// them, with a compiled example. Like the other derives, it rejects a
+/// generic struct.
 #[proc_macro_derive(Projection, attributes(es))]
 pub fn derive_projection(input: TokenStream) -> TokenStream {
     driver::derive::<driver::Projection>(input.into()).into()

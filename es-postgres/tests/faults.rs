@@ -138,7 +138,6 @@ impl Projection for Totals {
     const EVENT_TYPES: &'static [&'static str] = &[];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<PgConnection> for Totals {
     async fn dispatch(&self, event: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
         let CounterEvent::Added(added) = CounterEvent::decode(event)?;
@@ -154,7 +153,6 @@ impl Dispatch<PgConnection> for Totals {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<PgConnection> for Totals {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE totals").execute(tx).await?;
@@ -170,7 +168,6 @@ impl Projection for TotalsStop {
     const EVENT_TYPES: &'static [&'static str] = &[];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<PgConnection> for TotalsStop {
     async fn dispatch(&self, event: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
         let CounterEvent::Added(added) = CounterEvent::decode(event)?;
@@ -183,7 +180,6 @@ impl Dispatch<PgConnection> for TotalsStop {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<PgConnection> for TotalsStop {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE stop_seen").execute(tx).await?;
@@ -199,7 +195,6 @@ impl Projection for Journal {
     const EVENT_TYPES: &'static [&'static str] = &[];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<PgConnection> for Journal {
     async fn dispatch(&self, event: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("INSERT INTO journal (event_id) VALUES ($1)")
@@ -210,7 +205,6 @@ impl Dispatch<PgConnection> for Journal {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<PgConnection> for Journal {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE journal").execute(tx).await?;
@@ -843,7 +837,6 @@ impl Projection for OddName {
     const EVENT_TYPES: &'static [&'static str] = &["'; DROP TABLE es.events; --", "emoji 😀🎉👩‍👩‍👧"];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<()> for OddName {
     async fn dispatch(&self, event: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -855,7 +848,6 @@ impl Dispatch<()> for OddName {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<()> for OddName {
     async fn reset(&self, (): &mut ()) -> Result<(), BoxError> {
         self.seen.lock().map_err(|_| "poisoned lock")?.clear();

@@ -27,7 +27,6 @@ impl Projection for Picky {
     const EVENT_TYPES: &'static [&'static str] = &["Counted"];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<PgConnection> for Picky {
     async fn dispatch(&self, event: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
         let n = event.data["n"].as_i64().ok_or("no n")?;
@@ -42,7 +41,6 @@ impl Dispatch<PgConnection> for Picky {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<PgConnection> for Picky {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE seen").execute(tx).await?;

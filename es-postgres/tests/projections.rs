@@ -48,31 +48,20 @@ struct Tally {
     runner: &'static str,
 }
 
-#[async_trait::async_trait]
-impl Handle<LedgerEvent, PgConnection> for Tally {
+impl Handle<Added, PgConnection> for Tally {
     async fn handle(
         &self,
-        event: LedgerEvent,
+        added: Added,
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let amount = match event {
-            LedgerEvent::Added(added) => added.amount,
-            LedgerEvent::Poison(_) => {
-                return Err(format!(
-                    "cannot tally {}: the payload is poisoned",
-                    envelope.event_id
-                )
-                .into());
-            }
-        };
         sqlx::query(
             "INSERT INTO tally (stream_id, events, total) VALUES ($1, 1, $2) \
              ON CONFLICT (stream_id) DO UPDATE \
              SET events = tally.events + 1, total = tally.total + EXCLUDED.total",
         )
         .bind(envelope.stream_id.as_str())
-        .bind(amount)
+        .bind(added.amount)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO applied (runner, event_id) VALUES ($1, $2)")
@@ -84,7 +73,21 @@ impl Handle<LedgerEvent, PgConnection> for Tally {
     }
 }
 
-#[async_trait::async_trait]
+impl Handle<Poisoned, PgConnection> for Tally {
+    async fn handle(
+        &self,
+        _: Poisoned,
+        envelope: &RecordedEvent,
+        _: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        Err(format!(
+            "cannot tally {}: the payload is poisoned",
+            envelope.event_id
+        )
+        .into())
+    }
+}
+
 impl Reset<PgConnection> for Tally {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE tally, applied").execute(tx).await?;
@@ -458,7 +461,6 @@ impl Projection for TwoOfForty {
     const EVENT_TYPES: &'static [&'static str] = &["Type07", "Type31"];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<()> for TwoOfForty {
     async fn dispatch(&self, event: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
         self.seen
@@ -469,7 +471,6 @@ impl Dispatch<()> for TwoOfForty {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<()> for TwoOfForty {
     async fn reset(&self, (): &mut ()) -> Result<(), BoxError> {
         Ok(())

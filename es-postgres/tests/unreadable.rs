@@ -140,7 +140,6 @@ macro_rules! journal {
             const EVENT_TYPES: &'static [&'static str] = &[];
         }
 
-        #[async_trait::async_trait]
         impl Dispatch<PgConnection> for $projection {
             async fn dispatch(
                 &self,
@@ -155,7 +154,6 @@ macro_rules! journal {
             }
         }
 
-        #[async_trait::async_trait]
         impl Reset<PgConnection> for $projection {
             async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
                 sqlx::query(concat!("TRUNCATE ", $name)).execute(tx).await?;

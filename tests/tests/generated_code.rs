@@ -189,31 +189,16 @@ struct Sales {
     cents: std::sync::atomic::AtomicU64,
 }
 
-#[async_trait::async_trait]
-impl es_core::Handle<OrderEvent, ()> for Sales {
+/// `OrderEvent::Placed` and `TicketEvent::Sold` share their payload type,
+/// so one handler serves both (upcasts included: an `OrderPlaced` stored at
+/// version 3 reaches it as the current `Placed`).
+impl es_core::Handle<Placed, ()> for Sales {
     async fn handle(
         &self,
-        event: OrderEvent,
+        placed: Placed,
         _: &RecordedEvent,
         (): &mut (),
     ) -> Result<(), es_core::BoxError> {
-        if let OrderEvent::Placed(placed) = event {
-            self.cents
-                .fetch_add(placed.total_cents, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl es_core::Handle<TicketEvent, ()> for Sales {
-    async fn handle(
-        &self,
-        event: TicketEvent,
-        _: &RecordedEvent,
-        (): &mut (),
-    ) -> Result<(), es_core::BoxError> {
-        let TicketEvent::Sold(placed) = event;
         self.cents
             .fetch_add(placed.total_cents, std::sync::atomic::Ordering::Relaxed);
         Ok(())

@@ -553,7 +553,6 @@ impl Projection for NoOp {
     const EVENT_TYPES: &'static [&'static str] = &[];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<PgConnection> for NoOp {
     async fn dispatch(&self, _: &RecordedEvent, _: &mut PgConnection) -> Result<(), BoxError> {
         self.seen.fetch_add(1, Ordering::Relaxed);
@@ -561,7 +560,6 @@ impl Dispatch<PgConnection> for NoOp {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<PgConnection> for NoOp {
     async fn reset(&self, _: &mut PgConnection) -> Result<(), BoxError> {
         Ok(())
@@ -579,7 +577,6 @@ impl Projection for Probe {
     const EVENT_TYPES: &'static [&'static str] = &["Probed"];
 }
 
-#[async_trait::async_trait]
 impl Dispatch<()> for Probe {
     async fn dispatch(&self, event: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
         let sent = event.data["sent_ns"].as_u64().ok_or("sent_ns missing")?;
@@ -590,7 +587,6 @@ impl Dispatch<()> for Probe {
     }
 }
 
-#[async_trait::async_trait]
 impl Reset<()> for Probe {
     async fn reset(&self, (): &mut ()) -> Result<(), BoxError> {
         Ok(())

@@ -16,20 +16,21 @@ pub struct AtLeastOnce;
 
 /// How a runner hands events to a projection. Implemented by
 /// [`ExactlyOnce`] and [`AtLeastOnce`].
-#[async_trait::async_trait]
 pub trait Delivery<P>: Send + Sync + 'static {
     /// Applies `event` while `tx` (the checkpoint's transaction) is open.
-    async fn apply(
+    fn apply(
         projection: &P,
         event: &RecordedEvent,
         tx: &mut PgConnection,
-    ) -> Result<(), BoxError>;
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Clears the projection's read model, in `tx`.
-    async fn reset(projection: &P, tx: &mut PgConnection) -> Result<(), BoxError>;
+    fn reset(
+        projection: &P,
+        tx: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-#[async_trait::async_trait]
 impl<P> Delivery<P> for ExactlyOnce
 where
     P: Dispatch<PgConnection> + Reset<PgConnection>,
@@ -47,7 +48,6 @@ where
     }
 }
 
-#[async_trait::async_trait]
 impl<P> Delivery<P> for AtLeastOnce
 where
     P: Dispatch<()> + Reset<()>,

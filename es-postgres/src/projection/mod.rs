@@ -49,15 +49,13 @@
 //! #[es(name = "balances", handles(AccountEvent::Deposited))]
 //! struct Balances;
 //!
-//! #[async_trait::async_trait]
-//! impl Handle<AccountEvent, PgConnection> for Balances {
+//! impl Handle<Deposited, PgConnection> for Balances {
 //!     async fn handle(
 //!         &self,
-//!         event: AccountEvent,
+//!         deposit: Deposited,
 //!         envelope: &RecordedEvent,
 //!         tx: &mut PgConnection,
 //!     ) -> Result<(), BoxError> {
-//!         let AccountEvent::Deposited(deposit) = event;
 //!         sqlx::query(
 //!             "INSERT INTO balances (account, cents) VALUES ($1, $2) \
 //!              ON CONFLICT (account) DO UPDATE SET cents = balances.cents + EXCLUDED.cents",
@@ -70,7 +68,6 @@
 //!     }
 //! }
 //!
-//! #[async_trait::async_trait]
 //! impl Reset<PgConnection> for Balances {
 //!     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
 //!         sqlx::query("TRUNCATE balances").execute(tx).await?;

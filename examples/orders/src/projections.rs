@@ -12,7 +12,10 @@ use es_core::{BoxError, Handle, Projection, RecordedEvent, Reset};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use crate::domain::{Line, OrderEvent, OrderStatus};
+use crate::domain::{
+    ItemAdded, ItemRemoved, Line, OrderCancelled, OrderEvent, OrderPaid, OrderPlaced, OrderShipped,
+    OrderStatus,
+};
 
 /// The read models' tables. Idempotent, so every start runs it.
 pub const READ_MODEL_DDL: &str = "
@@ -76,111 +79,158 @@ fn cents(amount: u64) -> Result<i64, BoxError> {
 )]
 pub struct OrderSummaries;
 
-#[async_trait::async_trait]
-impl Handle<OrderEvent, PgConnection> for OrderSummaries {
+impl Handle<OrderPlaced, PgConnection> for OrderSummaries {
     async fn handle(
         &self,
-        event: OrderEvent,
+        placed: OrderPlaced,
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let order = envelope.stream_id.id();
-        let version = i64::try_from(envelope.version)?;
-        let at = envelope.recorded_at;
-        if let OrderEvent::Placed(placed) = &event {
-            sqlx::query(
-                "INSERT INTO order_summaries \
-                 (order_id, customer_id, status, version, placed_at, updated_at) \
-                 VALUES ($1, $2, 'open', $3, $4, $4)",
-            )
-            .bind(order)
-            .bind(&placed.customer_id)
-            .bind(version)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            return Ok(());
-        }
-        // Every other event changes some of: units, total, paid, status,
-        // tracking number. NULL leaves the column alone.
-        let (units, total, paid, status, tracking): (i64, i64, Option<i64>, Option<&str>, _) =
-            match &event {
-                OrderEvent::Placed(_) => return Ok(()),
-                OrderEvent::ItemAdded(added) => {
-                    let line = Line {
-                        quantity: added.quantity,
-                        unit_price_cents: added.unit_price_cents,
-                    };
-                    (
-                        i64::from(added.quantity),
-                        cents(line.total_cents())?,
-                        None,
-                        None,
-                        None,
-                    )
-                }
-                OrderEvent::ItemRemoved(removed) => {
-                    let line = Line {
-                        quantity: removed.quantity,
-                        unit_price_cents: removed.unit_price_cents,
-                    };
-                    (
-                        -i64::from(removed.quantity),
-                        -cents(line.total_cents())?,
-                        None,
-                        None,
-                        None,
-                    )
-                }
-                OrderEvent::Paid(paid) => (
-                    0,
-                    0,
-                    Some(cents(paid.amount_cents)?),
-                    Some(OrderStatus::Paid.as_str()),
-                    None,
-                ),
-                OrderEvent::Shipped(shipped) => (
-                    0,
-                    0,
-                    None,
-                    Some(OrderStatus::Shipped.as_str()),
-                    Some(shipped.tracking_number.as_str()),
-                ),
-                OrderEvent::Cancelled(cancelled) => (
-                    0,
-                    0,
-                    Some(cents(cancelled.refund_cents).map(|refund| -refund)?),
-                    Some(OrderStatus::Cancelled.as_str()),
-                    None,
-                ),
-            };
-        let updated = sqlx::query(
-            "UPDATE order_summaries SET units = units + $2, total_cents = total_cents + $3, \
-             paid_cents = paid_cents + coalesce($4, 0), status = coalesce($5, status), \
-             tracking_number = coalesce($6, tracking_number), version = $7, updated_at = $8 \
-             WHERE order_id = $1",
+        sqlx::query(
+            "INSERT INTO order_summaries \
+             (order_id, customer_id, status, version, placed_at, updated_at) \
+             VALUES ($1, $2, 'open', $3, $4, $4)",
         )
-        .bind(order)
-        .bind(units)
-        .bind(total)
-        .bind(paid)
-        .bind(status)
-        .bind(tracking)
-        .bind(version)
-        .bind(at)
-        .execute(&mut *tx)
+        .bind(envelope.stream_id.id())
+        .bind(&placed.customer_id)
+        .bind(i64::try_from(envelope.version)?)
+        .bind(envelope.recorded_at)
+        .execute(tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(format!("order {order} has no summary: its OrderPlaced is missing").into());
-        }
         Ok(())
     }
 }
 
-#[async_trait::async_trait]
+impl Handle<ItemAdded, PgConnection> for OrderSummaries {
+    async fn handle(
+        &self,
+        added: ItemAdded,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let line = Line {
+            quantity: added.quantity,
+            unit_price_cents: added.unit_price_cents,
+        };
+        let change = SummaryChange {
+            units: i64::from(added.quantity),
+            total_cents: cents(line.total_cents())?,
+            ..SummaryChange::default()
+        };
+        change.apply(envelope, tx).await
+    }
+}
+
+impl Handle<ItemRemoved, PgConnection> for OrderSummaries {
+    async fn handle(
+        &self,
+        removed: ItemRemoved,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let line = Line {
+            quantity: removed.quantity,
+            unit_price_cents: removed.unit_price_cents,
+        };
+        let change = SummaryChange {
+            units: -i64::from(removed.quantity),
+            total_cents: -cents(line.total_cents())?,
+            ..SummaryChange::default()
+        };
+        change.apply(envelope, tx).await
+    }
+}
+
+impl Handle<OrderPaid, PgConnection> for OrderSummaries {
+    async fn handle(
+        &self,
+        paid: OrderPaid,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let change = SummaryChange {
+            paid_cents: cents(paid.amount_cents)?,
+            status: Some(OrderStatus::Paid),
+            ..SummaryChange::default()
+        };
+        change.apply(envelope, tx).await
+    }
+}
+
+impl Handle<OrderShipped, PgConnection> for OrderSummaries {
+    async fn handle(
+        &self,
+        shipped: OrderShipped,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let change = SummaryChange {
+            status: Some(OrderStatus::Shipped),
+            tracking_number: Some(shipped.tracking_number),
+            ..SummaryChange::default()
+        };
+        change.apply(envelope, tx).await
+    }
+}
+
+impl Handle<OrderCancelled, PgConnection> for OrderSummaries {
+    async fn handle(
+        &self,
+        cancelled: OrderCancelled,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let change = SummaryChange {
+            paid_cents: -cents(cancelled.refund_cents)?,
+            status: Some(OrderStatus::Cancelled),
+            ..SummaryChange::default()
+        };
+        change.apply(envelope, tx).await
+    }
+}
+
 impl Reset<PgConnection> for OrderSummaries {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE order_summaries").execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// What an event after `OrderPlaced` changes in its order's summary: amounts
+/// are added, a status or tracking number replaces the old one.
+#[derive(Debug, Default)]
+struct SummaryChange {
+    units: i64,
+    total_cents: i64,
+    paid_cents: i64,
+    status: Option<OrderStatus>,
+    tracking_number: Option<String>,
+}
+
+impl SummaryChange {
+    /// Applies the change to the summary of `envelope`'s order, which must
+    /// exist.
+    async fn apply(self, envelope: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
+        let order = envelope.stream_id.id();
+        let updated = sqlx::query(
+            "UPDATE order_summaries SET units = units + $2, total_cents = total_cents + $3, \
+             paid_cents = paid_cents + $4, status = coalesce($5, status), \
+             tracking_number = coalesce($6, tracking_number), version = $7, updated_at = $8 \
+             WHERE order_id = $1",
+        )
+        .bind(order)
+        .bind(self.units)
+        .bind(self.total_cents)
+        .bind(self.paid_cents)
+        .bind(self.status.map(OrderStatus::as_str))
+        .bind(self.tracking_number)
+        .bind(i64::try_from(envelope.version)?)
+        .bind(envelope.recorded_at)
+        .execute(tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(format!("order {order} has no summary: its OrderPlaced is missing").into());
+        }
         Ok(())
     }
 }
@@ -194,58 +244,79 @@ impl Reset<PgConnection> for OrderSummaries {
 )]
 pub struct CustomerTotals;
 
-#[async_trait::async_trait]
-impl Handle<OrderEvent, PgConnection> for CustomerTotals {
+impl Handle<OrderPlaced, PgConnection> for CustomerTotals {
     async fn handle(
         &self,
-        event: OrderEvent,
+        placed: OrderPlaced,
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let order = envelope.stream_id.id();
-        if let OrderEvent::Placed(placed) = &event {
-            sqlx::query(
-                "INSERT INTO customer_totals_orders (order_id, customer_id) VALUES ($1, $2)",
-            )
-            .bind(order)
+        sqlx::query("INSERT INTO customer_totals_orders (order_id, customer_id) VALUES ($1, $2)")
+            .bind(envelope.stream_id.id())
             .bind(&placed.customer_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO customer_totals (customer_id, orders_placed) VALUES ($1, 1) \
-                 ON CONFLICT (customer_id) DO UPDATE \
-                 SET orders_placed = customer_totals.orders_placed + 1",
-            )
-            .bind(&placed.customer_id)
-            .execute(&mut *tx)
-            .await?;
-            return Ok(());
-        }
-        let (paid, cancelled, spent) = match &event {
-            OrderEvent::Paid(paid) => (1_i64, 0_i64, cents(paid.amount_cents)?),
-            OrderEvent::Cancelled(cancelled) => (0, 1, -cents(cancelled.refund_cents)?),
-            _ => return Ok(()),
-        };
-        let updated = sqlx::query(
-            "UPDATE customer_totals t SET orders_paid = t.orders_paid + $2, \
-             orders_cancelled = t.orders_cancelled + $3, spent_cents = t.spent_cents + $4 \
-             FROM customer_totals_orders o \
-             WHERE o.order_id = $1 AND t.customer_id = o.customer_id",
+        sqlx::query(
+            "INSERT INTO customer_totals (customer_id, orders_placed) VALUES ($1, 1) \
+             ON CONFLICT (customer_id) DO UPDATE \
+             SET orders_placed = customer_totals.orders_placed + 1",
         )
-        .bind(order)
-        .bind(paid)
-        .bind(cancelled)
-        .bind(spent)
-        .execute(&mut *tx)
+        .bind(&placed.customer_id)
+        .execute(tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(format!("order {order} has no known customer").into());
-        }
         Ok(())
     }
 }
 
-#[async_trait::async_trait]
+impl Handle<OrderPaid, PgConnection> for CustomerTotals {
+    async fn handle(
+        &self,
+        paid: OrderPaid,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        add_to_customer(envelope, tx, 1, 0, cents(paid.amount_cents)?).await
+    }
+}
+
+impl Handle<OrderCancelled, PgConnection> for CustomerTotals {
+    async fn handle(
+        &self,
+        cancelled: OrderCancelled,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        add_to_customer(envelope, tx, 0, 1, -cents(cancelled.refund_cents)?).await
+    }
+}
+
+/// Adds to the totals of the customer who placed `envelope`'s order.
+async fn add_to_customer(
+    envelope: &RecordedEvent,
+    tx: &mut PgConnection,
+    paid: i64,
+    cancelled: i64,
+    spent_cents: i64,
+) -> Result<(), BoxError> {
+    let order = envelope.stream_id.id();
+    let updated = sqlx::query(
+        "UPDATE customer_totals t SET orders_paid = t.orders_paid + $2, \
+         orders_cancelled = t.orders_cancelled + $3, spent_cents = t.spent_cents + $4 \
+         FROM customer_totals_orders o \
+         WHERE o.order_id = $1 AND t.customer_id = o.customer_id",
+    )
+    .bind(order)
+    .bind(paid)
+    .bind(cancelled)
+    .bind(spent_cents)
+    .execute(tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(format!("order {order} has no known customer").into());
+    }
+    Ok(())
+}
+
 impl Reset<PgConnection> for CustomerTotals {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
         sqlx::query("TRUNCATE customer_totals, customer_totals_orders")

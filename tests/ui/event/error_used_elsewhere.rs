@@ -1,6 +1,6 @@
 // An event enum with an error: the aggregate, the projection and the code
 // that use it add no error of their own.
-use es_core::{Aggregate, BoxError, Event, Handle, On, Projection, RecordedEvent};
+use es_core::{Aggregate, BoxError, Dispatch, Event, Handle, On, Projection, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -24,9 +24,8 @@ impl On<Opened> for Account {
 #[es(handles(AccountEvent::Opened))]
 struct Accounts;
 
-#[async_trait::async_trait]
-impl Handle<AccountEvent, ()> for Accounts {
-    async fn handle(&self, _: AccountEvent, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
+impl Handle<Opened, ()> for Accounts {
+    async fn handle(&self, _: Opened, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -35,6 +34,11 @@ fn decode(event: &RecordedEvent) -> Option<AccountEvent> {
     AccountEvent::decode(event).ok()
 }
 
+async fn run<P: Dispatch<()>>(projection: &P, event: &RecordedEvent) -> Result<(), BoxError> {
+    projection.dispatch(event, &mut ()).await
+}
+
 fn main() {
+    let _ = run::<Accounts>;
     let _ = (decode, AccountEvent::EVENT_TYPES, Account::CATEGORY);
 }

@@ -1,6 +1,6 @@
 // A struct cannot be an event enum; the aggregate and the projection that
 // name it add no error of their own.
-use es_core::{Aggregate, BoxError, Event, Handle, Projection, RecordedEvent};
+use es_core::{Aggregate, BoxError, Dispatch, Event, Handle, Projection, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event)]
@@ -16,13 +16,17 @@ struct Account;
 #[es(handles(AccountOpened::Opened))]
 struct Accounts;
 
-#[async_trait::async_trait]
 impl Handle<AccountOpened, ()> for Accounts {
     async fn handle(&self, _: AccountOpened, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
         Ok(())
     }
 }
 
+async fn run<P: Dispatch<()>>(projection: &P, event: &RecordedEvent) -> Result<(), BoxError> {
+    projection.dispatch(event, &mut ()).await
+}
+
 fn main() {
+    let _ = run::<Accounts>;
     let _ = (Account::CATEGORY, Accounts::NAME);
 }

@@ -15,9 +15,8 @@ enum AccountEvent {
 #[es(nmae = "accounts", handles(AccountEvent::Opened))]
 struct Accounts;
 
-#[async_trait::async_trait]
-impl Handle<AccountEvent, ()> for Accounts {
-    async fn handle(&self, _: AccountEvent, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
+impl Handle<Opened, ()> for Accounts {
+    async fn handle(&self, _: Opened, _: &RecordedEvent, (): &mut ()) -> Result<(), BoxError> {
         Ok(())
     }
 }
