@@ -13,7 +13,7 @@
 //! - the database enforces immutability: a trigger rejects `UPDATE`,
 //!   `DELETE` and `TRUNCATE` of events;
 //! - migrations are embedded and applied by [`PgEventStore::migrate`], into a
-//!   configurable schema ([`PgStoreConfig`]).
+//!   configurable schema ([`PgStoreOptions`]).
 //!
 //! Tests and examples start a throwaway PostgreSQL cluster with the
 //! `es-postgres-local` crate (test support, not published) when
@@ -32,7 +32,7 @@
 //!
 //! ```no_run
 //! use es_core::{Aggregate, CommandContext, Decide, Event, On, Repository};
-//! use es_postgres::{PgEventStore, PgStoreConfig};
+//! use es_postgres::{PgEventStore, PgStoreOptions};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, Serialize, Deserialize)]
@@ -59,7 +59,7 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = PgEventStore::connect("postgres://localhost/bank", PgStoreConfig::default()).await?;
+//! let store = PgEventStore::connect("postgres://localhost/bank", PgStoreOptions::default()).await?;
 //! store.migrate().await?;
 //! let accounts = Repository::<Account, _>::new(store);
 //! let context = CommandContext::new().with_correlation_id("request-7");
@@ -74,19 +74,19 @@
 //! `examples/orders` in the repository is a complete service on this crate:
 //! an aggregate, upcasting, snapshots, two read models and an HTTP API.
 
-mod config;
 mod convert;
 mod data;
 mod error;
 mod lag;
 pub mod migrate;
 mod notify;
+mod options;
 pub mod projection;
 mod store;
 
-pub use config::{InvalidSchemaName, PgStoreConfig};
 pub use lag::{FeedLag, OldestTransaction};
 pub use migrate::MigrateError;
+pub use options::{InvalidSchemaName, PgStoreOptions};
 pub use projection::{
     AtLeastOnce, ErrorPolicy, ExactlyOnce, OnFailure, ParkedEvent, ProjectionError,
     ProjectionHandle, ProjectionRunner, ProjectionState, ProjectionStatus, RunnerOptions,

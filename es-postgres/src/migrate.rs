@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-use crate::PgStoreConfig;
+use crate::PgStoreOptions;
 
 /// The store's migrations, embedded at compile time from
 /// `es-postgres/migrations`.
@@ -42,14 +42,14 @@ impl From<MigrateError> for es_core::StoreError {
 
 /// Creates the schema if needed and applies every pending migration to it.
 /// Safe to call from several processes at once: sqlx takes an advisory lock.
-pub(crate) async fn run(pool: &PgPool, config: &PgStoreConfig) -> Result<(), MigrateError> {
-    let schema = config.schema();
+pub(crate) async fn run(pool: &PgPool, options: &PgStoreOptions) -> Result<(), MigrateError> {
+    let schema = options.schema();
     let prepare = |source| MigrateError::Prepare {
         schema: schema.to_owned(),
         source,
     };
     let mut conn = pool.acquire().await.map_err(prepare)?;
-    // The schema name is a validated plain identifier (see PgStoreConfig::new).
+    // The schema name is a validated plain identifier (see PgStoreOptions::new).
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .execute(&mut *conn)
         .await

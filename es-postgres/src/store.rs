@@ -14,7 +14,7 @@ use es_core::{
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::PgStoreConfig;
+use crate::PgStoreOptions;
 use crate::convert;
 use crate::data::events::{Attempt, Batch, RawEvent};
 use crate::data::{self, Statements};
@@ -38,11 +38,11 @@ use crate::notify::{self, Wakeups};
 ///
 /// ```no_run
 /// use es_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
-/// use es_postgres::{PgEventStore, PgStoreConfig};
+/// use es_postgres::{PgEventStore, PgStoreOptions};
 /// use serde_json::json;
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = PgEventStore::connect("postgres://localhost/app", PgStoreConfig::default()).await?;
+/// let store = PgEventStore::connect("postgres://localhost/app", PgStoreOptions::default()).await?;
 /// store.migrate().await?;
 /// let order = StreamId::new("Order-1")?;
 /// let placed = NewEvent::new("OrderPlaced", json!({ "total_cents": 500 }));
@@ -58,7 +58,7 @@ pub struct PgEventStore {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
-    config: PgStoreConfig,
+    options: PgStoreOptions,
     statements: Statements,
     wakeups: Wakeups,
 }
@@ -66,12 +66,12 @@ struct Inner {
 impl PgEventStore {
     /// A store over `pool`. Call [`migrate`](Self::migrate) once before use.
     #[must_use]
-    pub fn new(pool: PgPool, config: PgStoreConfig) -> Self {
-        let statements = Statements::new(config.schema());
+    pub fn new(pool: PgPool, options: PgStoreOptions) -> Self {
+        let statements = Statements::new(options.schema());
         Self {
             inner: Arc::new(Inner {
                 pool,
-                config,
+                options,
                 statements,
                 wakeups: Wakeups::new(),
             }),
@@ -94,17 +94,17 @@ impl PgEventStore {
     /// # Errors
     ///
     /// [`StoreError::Backend`] when the server cannot be reached.
-    pub async fn connect(url: &str, config: PgStoreConfig) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)
+    pub async fn connect(url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::backend("connect", e))?
             .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(connect)
             .await
             .map_err(|e| StoreError::backend("connect", e))?;
-        Ok(Self::new(pool, config))
+        Ok(Self::new(pool, options))
     }
 
     /// Creates the schema and applies pending migrations. Idempotent, and
@@ -115,7 +115,7 @@ impl PgEventStore {
     /// [`MigrateError`] when a migration fails or the applied migrations
     /// differ from the embedded ones.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
-        migrate::run(&self.inner.pool, &self.inner.config).await
+        migrate::run(&self.inner.pool, &self.inner.options).await
     }
 
     /// The connection pool.
@@ -124,10 +124,10 @@ impl PgEventStore {
         &self.inner.pool
     }
 
-    /// The store's configuration.
+    /// The store's options.
     #[must_use]
-    pub fn config(&self) -> &PgStoreConfig {
-        &self.inner.config
+    pub fn options(&self) -> &PgStoreOptions {
+        &self.inner.options
     }
 
     /// The store's statements.
@@ -140,10 +140,10 @@ impl PgEventStore {
     pub(crate) fn waker(&self) -> WatchWaker<u64> {
         let wakeups = self.inner.wakeups.subscribe(
             &self.inner.pool,
-            self.inner.config.channel(),
+            self.inner.options.channel(),
             self.inner.statements.listeners.clone(),
         );
-        WatchWaker::new(wakeups, Some(self.inner.config.poll()))
+        WatchWaker::new(wakeups, Some(self.inner.options.poll_interval))
     }
 
     /// Wakes this process's followers of the feed.
@@ -169,7 +169,7 @@ impl PgEventStore {
             return Ok((FeedPage::new(Vec::new(), after, false), false));
         };
         let sql = self.inner.statements.feed.page(filter, limit);
-        let deadline = tokio::time::Instant::now() + self.inner.config.wait_for_held_back();
+        let deadline = tokio::time::Instant::now() + self.inner.options.feed_wait;
         let mut pause = Duration::from_millis(2);
         loop {
             let (page, held_back) =
@@ -232,9 +232,9 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        let encoded = encode_batch(stream, &events, &self.inner.config.store_limits())?;
+        let encoded = encode_batch(stream, &events, &self.inner.options.effective_limits())?;
         let batch = Batch::new(stream, events, encoded)?;
-        let max_retries = self.inner.config.retries();
+        let max_retries = self.inner.options.append_retries;
         let (mut retries, mut check) = (0, false);
         loop {
             let run = data::events::append(
@@ -357,7 +357,7 @@ impl EventStore for PgEventStore {
     }
 
     fn limits(&self) -> StoreLimits {
-        self.inner.config.store_limits()
+        self.inner.options.effective_limits()
     }
 }
 

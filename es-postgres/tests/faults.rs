@@ -20,7 +20,7 @@ use es_core::{
     StoreError, StoreLimits, StreamId, StreamIdError, StreamRead, UnstorableJson,
 };
 use es_postgres::{
-    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
+    ErrorPolicy, PgEventStore, PgStoreOptions, ProjectionError, ProjectionRunner, ProjectionState,
     RunnerOptions,
 };
 use es_postgres_local as local;
@@ -554,7 +554,7 @@ fn bad_input_is_rejected_and_nothing_is_written() {
             .max_event_bytes(1_000)
             .max_batch_events(3)
             .max_batch_bytes(2_000);
-        let store = common::fresh_store_with(PgStoreConfig::default().limits(limits), 4).await;
+        let store = common::fresh_store_with(PgStoreOptions::default().limits(limits), 4).await;
         let memory = MemoryStore::with_limits(limits);
         let s = stream("Input-1");
         let big = |bytes: usize| NewEvent::new("Big", json!({ "text": "x".repeat(bytes) }));
@@ -868,7 +868,7 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
         // Valid but odd schema names: SQL keywords, underscores, digits.
         let mut stores = Vec::new();
         for schema in ["es", "select", "user", "_", "a1__"] {
-            let config = PgStoreConfig::new(schema).expect("a valid schema name");
+            let config = PgStoreOptions::new(schema).expect("a valid schema name");
             let store = PgEventStore::new(pool.clone(), config);
             store.migrate().await.unwrap_or_else(|e| panic!("migrating {schema}: {e:?}"));
             stores.push(store);
@@ -876,12 +876,12 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
         for bad in [
             "Es", "es-x", "es;drop", "es\"x", "es x", "pg_x", "1es", "", "é", "es\u{0}",
         ] {
-            assert!(PgStoreConfig::new(bad).is_err(), "schema {bad:?} accepted");
+            assert!(PgStoreOptions::new(bad).is_err(), "schema {bad:?} accepted");
         }
-        assert!(PgStoreConfig::new("a".repeat(49)).is_err());
+        assert!(PgStoreOptions::new("a".repeat(49)).is_err());
 
         for store in &stores {
-            let schema = store.config().schema();
+            let schema = store.options().schema();
             let mut sent = Vec::new();
             for (i, text) in HOSTILE.iter().enumerate() {
                 let id = StreamId::new(format!("{text}-{i}")).expect("a valid stream id");
@@ -935,7 +935,7 @@ fn hostile_text_round_trips_or_is_rejected_cleanly() {
         // Nothing was interpreted as SQL: every schema's tables are intact
         // and hold exactly what was appended to it.
         for store in &stores {
-            let schema = store.config().schema();
+            let schema = store.options().schema();
             assert_eq!(
                 count(store, &format!("SELECT count(*) FROM \"{schema}\".events")).await,
                 i64::try_from(HOSTILE.len()).unwrap()
@@ -1089,7 +1089,7 @@ fn server_restarts_lose_no_acknowledged_append() {
             .expect("connecting");
         let store = PgEventStore::new(
             pool,
-            PgStoreConfig::default().poll_interval(Duration::from_millis(50)),
+            PgStoreOptions::default().poll_interval(Duration::from_millis(50)),
         );
         store.migrate().await.expect("migrating");
 
@@ -1291,7 +1291,7 @@ fn assert_timeout<T: std::fmt::Debug>(
 fn pool_exhaustion_and_statement_timeouts_fail_fast() {
     runtime().block_on(async {
         let (url, setup_pool) = common::fresh_pool(2).await;
-        let setup = PgEventStore::new(setup_pool, PgStoreConfig::default());
+        let setup = PgEventStore::new(setup_pool, PgStoreOptions::default());
         setup.migrate().await.expect("migrating");
 
         let acquire = Duration::from_millis(300);
@@ -1301,7 +1301,7 @@ fn pool_exhaustion_and_statement_timeouts_fail_fast() {
             .connect(&url)
             .await
             .unwrap();
-        let store = PgEventStore::new(pool, PgStoreConfig::default());
+        let store = PgEventStore::new(pool, PgStoreOptions::default());
         let s = stream("Busy-1");
         let held = store.pool().acquire().await.unwrap();
         let started = Instant::now();
@@ -1346,7 +1346,7 @@ fn pool_exhaustion_and_statement_timeouts_fail_fast() {
             .connect_with(options)
             .await
             .unwrap();
-        let store = PgEventStore::new(pool, PgStoreConfig::default());
+        let store = PgEventStore::new(pool, PgStoreOptions::default());
         sqlx::raw_sql(
             "CREATE FUNCTION es.slow() RETURNS trigger LANGUAGE plpgsql AS $$ \
              BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$; \
@@ -1456,7 +1456,7 @@ fn an_open_transaction_holds_the_feed_back_without_losing_anything() {
         let feed_wait = Duration::from_millis(100);
         let store = PgEventStore::new(
             pool,
-            PgStoreConfig::default()
+            PgStoreOptions::default()
                 .feed_wait(feed_wait)
                 .poll_interval(Duration::from_millis(50)),
         );

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{runtime, stream};
 use es_core::{EventStore, ExpectedVersion, FeedFilter, NewEvent, Position};
-use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres::{PgEventStore, PgStoreOptions};
 use futures::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
@@ -52,7 +52,7 @@ async fn ping(store: &PgEventStore) {
 fn a_stopped_store_removes_its_listener_row() {
     runtime().block_on(async {
         let (url, pool) = common::fresh_pool(2).await;
-        let store = PgEventStore::connect(&url, PgStoreConfig::default())
+        let store = PgEventStore::connect(&url, PgStoreOptions::default())
             .await
             .unwrap();
         store.migrate().await.unwrap();

@@ -14,7 +14,7 @@ use es_core::{
     RecordedEvent, Reset, StreamId,
 };
 use es_postgres::{
-    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
+    ErrorPolicy, PgEventStore, PgStoreOptions, ProjectionError, ProjectionRunner, ProjectionState,
     RunnerOptions,
 };
 use serde::{Deserialize, Serialize};
@@ -100,7 +100,7 @@ CREATE TABLE tally (stream_id text PRIMARY KEY, events bigint NOT NULL, total bi
 CREATE TABLE applied (id bigserial PRIMARY KEY, runner text NOT NULL, event_id uuid NOT NULL);
 ";
 
-async fn setup(config: PgStoreConfig) -> (String, PgEventStore) {
+async fn setup(config: PgStoreOptions) -> (String, PgEventStore) {
     let (url, pool) = common::fresh_pool(10).await;
     let store = PgEventStore::new(pool, config);
     store.migrate().await.expect("migrating");
@@ -182,7 +182,7 @@ fn projection_child_process() {
             .connect(&url)
             .await
             .expect("child connects");
-        let store = PgEventStore::new(pool, PgStoreConfig::default());
+        let store = PgEventStore::new(pool, PgStoreOptions::default());
         let runner: ProjectionRunner<Tally> =
             ProjectionRunner::new(store, Tally { runner: "child" }, fast());
         runner
@@ -213,7 +213,7 @@ fn spawn_child(url: &str) -> Child {
 #[test]
 fn projection_survives_sigkill() {
     runtime().block_on(async {
-        let (url, store) = setup(PgStoreConfig::default()).await;
+        let (url, store) = setup(PgStoreOptions::default()).await;
         let writer = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -303,13 +303,13 @@ fn projection_survives_sigkill() {
 #[test]
 fn second_runner_stands_by_then_takes_over() {
     runtime().block_on(async {
-        let (url, store) = setup(PgStoreConfig::default()).await;
+        let (url, store) = setup(PgStoreOptions::default()).await;
         let other_pool = PgPoolOptions::new()
             .max_connections(4)
             .connect(&url)
             .await
             .unwrap();
-        let other = PgEventStore::new(other_pool, PgStoreConfig::default());
+        let other = PgEventStore::new(other_pool, PgStoreOptions::default());
 
         let first: ProjectionRunner<Tally> =
             ProjectionRunner::new(store.clone(), Tally { runner: "first" }, fast());
@@ -365,7 +365,7 @@ fn second_runner_stands_by_then_takes_over() {
 #[test]
 fn poison_event_is_parked_and_later_events_applied() {
     runtime().block_on(async {
-        let (_, store) = setup(PgStoreConfig::default()).await;
+        let (_, store) = setup(PgStoreOptions::default()).await;
         append(&store, "Account-1", vec![added(1), added(2)]).await;
         let poison = NewEvent::new("Poison", json!({}));
         let poison_id = poison.event_id;
@@ -405,7 +405,7 @@ fn poison_event_is_parked_and_later_events_applied() {
 #[test]
 fn poison_event_stops_the_runner_in_stop_mode() {
     runtime().block_on(async {
-        let (_, store) = setup(PgStoreConfig::default()).await;
+        let (_, store) = setup(PgStoreOptions::default()).await;
         append(&store, "Account-1", vec![added(1)]).await;
         let poison = NewEvent::new("Poison", json!({}));
         let poison_id = poison.event_id;
@@ -482,7 +482,7 @@ impl Reset<()> for TwoOfForty {
 #[test]
 fn filter_pushdown_reads_only_the_projections_types() {
     runtime().block_on(async {
-        let (url, store) = setup(PgStoreConfig::default()).await;
+        let (url, store) = setup(PgStoreOptions::default()).await;
         for round in 0..25 {
             let events = (0..40)
                 .map(|t| NewEvent::new(format!("Type{t:02}"), json!({ "round": round })))
@@ -495,7 +495,7 @@ fn filter_pushdown_reads_only_the_projections_types() {
             .connect_with(options)
             .await
             .unwrap();
-        let counted = PgEventStore::new(pool, PgStoreConfig::default());
+        let counted = PgEventStore::new(pool, PgStoreOptions::default());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let runner = ProjectionRunner::at_least_once(
             counted,
@@ -537,7 +537,7 @@ fn filter_pushdown_reads_only_the_projections_types() {
 #[test]
 fn live_event_is_applied_promptly() {
     runtime().block_on(async {
-        let (_, store) = setup(PgStoreConfig::default()).await;
+        let (_, store) = setup(PgStoreOptions::default()).await;
         append(&store, "Account-1", vec![added(1)]).await;
         let runner: ProjectionRunner<Tally> =
             ProjectionRunner::new(store.clone(), Tally { runner: "live" }, fast());
@@ -567,7 +567,7 @@ fn live_event_is_applied_promptly() {
 #[test]
 fn checkpoint_moves_over_events_of_other_types() {
     runtime().block_on(async {
-        let (_, store) = setup(PgStoreConfig::default()).await;
+        let (_, store) = setup(PgStoreOptions::default()).await;
         let fillers = |n: usize| -> Vec<NewEvent> {
             (0..n)
                 .map(|i| NewEvent::new("Filler", json!({ "i": i })))

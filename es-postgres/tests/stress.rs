@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use es_core::{
     EventStore, ExpectedVersion, FeedFilter, NewEvent, Position, StoreError, StreamId, StreamRead,
 };
-use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres::{PgEventStore, PgStoreOptions};
 use futures::StreamExt;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -42,7 +42,7 @@ fn late_commits_are_never_skipped_by_a_subscriber() {
     const STREAMS: usize = 40;
     runtime().block_on(async {
         let store = common::fresh_store_with(
-            PgStoreConfig::default().poll_interval(Duration::from_millis(50)),
+            PgStoreOptions::default().poll_interval(Duration::from_millis(50)),
             12,
         )
         .await;
@@ -139,7 +139,7 @@ fn exact_appends_race_with_one_winner_per_version() {
     const CONTENDERS: usize = 50;
     const ROUNDS: u64 = 10;
     runtime().block_on(async {
-        let store = common::fresh_store_with(PgStoreConfig::default(), 20).await;
+        let store = common::fresh_store_with(PgStoreOptions::default(), 20).await;
         let s = stream("Race-1");
         for version in 0..ROUNDS {
             let tasks: Vec<_> = (0..CONTENDERS)
@@ -293,7 +293,7 @@ fn retry_after_lost_reply_writes_once() {
 fn a_thousand_event_append_is_one_statement() {
     runtime().block_on(async {
         let (url, setup_pool) = common::fresh_pool(1).await;
-        let setup = PgEventStore::new(setup_pool, PgStoreConfig::default());
+        let setup = PgEventStore::new(setup_pool, PgStoreOptions::default());
         setup.migrate().await.expect("migrating");
         let (options, counts) = common::proxy::start(&url).await;
         let pool = PgPoolOptions::new()
@@ -301,7 +301,7 @@ fn a_thousand_event_append_is_one_statement() {
             .connect_with(options)
             .await
             .expect("connecting through the proxy");
-        let store = PgEventStore::new(pool, PgStoreConfig::default());
+        let store = PgEventStore::new(pool, PgStoreOptions::default());
         let s = stream("Bulk-1");
         // The first call on a connection also prepares the statement.
         store
@@ -363,7 +363,7 @@ fn a_thousand_event_append_is_one_statement() {
 fn a_subscriber_elsewhere_is_woken_by_notify() {
     runtime().block_on(async {
         let (url, pool) = common::fresh_pool(4).await;
-        let writer = PgEventStore::new(pool, PgStoreConfig::default());
+        let writer = PgEventStore::new(pool, PgStoreOptions::default());
         writer.migrate().await.expect("migrating");
         let reader_pool = PgPoolOptions::new()
             .max_connections(4)
@@ -374,7 +374,7 @@ fn a_subscriber_elsewhere_is_woken_by_notify() {
             reader_pool,
             // Other tests' transactions on this cluster may hold the feed
             // back briefly; the default feed wait rides that out.
-            PgStoreConfig::default().poll_interval(Duration::from_secs(30)),
+            PgStoreOptions::default().poll_interval(Duration::from_secs(30)),
         );
         let mut subscription = reader.subscribe(Position::START, FeedFilter::all());
         // Wait until the reader's listener has registered.
@@ -419,7 +419,7 @@ fn a_subscriber_elsewhere_is_woken_by_notify() {
 fn an_append_on_a_dropped_connection_runs_again() {
     runtime().block_on(async {
         let (url, admin) = common::fresh_pool(1).await;
-        let store = PgEventStore::connect(&url, PgStoreConfig::default())
+        let store = PgEventStore::connect(&url, PgStoreOptions::default())
             .await
             .expect("connecting");
         store.migrate().await.expect("migrating");

@@ -16,7 +16,7 @@ use es_core::{
     UnstorableJson,
 };
 use es_postgres::{
-    ErrorPolicy, PgEventStore, PgStoreConfig, ProjectionError, ProjectionRunner, ProjectionState,
+    ErrorPolicy, PgEventStore, PgStoreOptions, ProjectionError, ProjectionRunner, ProjectionState,
     RunnerOptions,
 };
 use futures::StreamExt;
@@ -35,7 +35,7 @@ fn the_deepest_accepted_payload_reads_back() {
     runtime().block_on(async {
         for asked in [MAX_JSON_DEPTH, 500] {
             let limits = StoreLimits::default().max_json_depth(asked);
-            let store = common::fresh_store_with(PgStoreConfig::default().limits(limits), 4).await;
+            let store = common::fresh_store_with(PgStoreOptions::default().limits(limits), 4).await;
             let s = stream("Deep-1");
             let deepest = nested(MAX_JSON_DEPTH);
             store

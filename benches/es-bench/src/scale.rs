@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use es_core::Projection as _;
 use es_core::{EventStore, ExpectedVersion, FeedFilter, NewEvent, Position, StreamId, StreamRead};
-use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerOptions};
+use es_postgres::{PgEventStore, PgStoreOptions, ProjectionRunner, RunnerOptions};
 use es_postgres_local as local;
 use futures::StreamExt;
 use serde::Serialize;
@@ -188,7 +188,7 @@ pub(crate) async fn run(target: u64, verbose: bool) -> Res<ScaleReport> {
         }
     };
     let url = local::shared().await?.create_database().await?;
-    let store = PgEventStore::connect(&url, PgStoreConfig::default()).await?;
+    let store = PgEventStore::connect(&url, PgStoreOptions::default()).await?;
     store.migrate().await?;
     let sizes = sizes(target);
     let mut rows: Vec<(String, &'static str, Vec<f64>)> = Vec::new();

@@ -11,7 +11,7 @@ use es_core::{
     Projection, RecordedEvent, Repository, RepositoryOptions, Reset, Snapshot, SnapshotStore,
     StreamId, StreamRead,
 };
-use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerOptions};
+use es_postgres::{PgEventStore, PgStoreOptions, ProjectionRunner, RunnerOptions};
 use es_postgres_local as local;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
@@ -55,7 +55,7 @@ impl Bench {
     pub(crate) async fn setup(timing: Timing, verbose: bool) -> Res<Self> {
         let server = local::shared().await?;
         let url = server.create_database().await?;
-        let store = PgEventStore::connect(&url, PgStoreConfig::default()).await?;
+        let store = PgEventStore::connect(&url, PgStoreOptions::default()).await?;
         store.migrate().await?;
         let raw = pool(&url).await?;
         sqlx::raw_sql(baseline::SCHEMA).execute(&raw).await?;
@@ -410,7 +410,7 @@ impl Bench {
         let bench = Self {
             timing: self.timing,
             verbose: self.verbose,
-            store: PgEventStore::new(pool(&url).await?, PgStoreConfig::default()),
+            store: PgEventStore::new(pool(&url).await?, PgStoreOptions::default()),
             raw: pool(&url).await?,
             url,
         };
@@ -475,7 +475,7 @@ impl Bench {
         let samples = if self.timing.full { 400 } else { 150 };
         // The projection runs on its own store (its own pool), as in another
         // process: only PostgreSQL's NOTIFY or the poll wakes it.
-        let other = PgEventStore::new(pool(&self.url).await?, PgStoreConfig::default());
+        let other = PgEventStore::new(pool(&self.url).await?, PgStoreOptions::default());
         let clock = Instant::now();
         let latencies = Arc::new(Mutex::new(Vec::with_capacity(samples)));
         let probe = Probe {

@@ -34,7 +34,7 @@
 //!
 //! ```no_run
 //! use es_core::{BoxError, Event, Handle, Projection, RecordedEvent, Reset};
-//! use es_postgres::{PgEventStore, PgStoreConfig, ProjectionRunner, RunnerOptions};
+//! use es_postgres::{PgEventStore, PgStoreOptions, ProjectionRunner, RunnerOptions};
 //! use serde::{Deserialize, Serialize};
 //! use sqlx::PgConnection;
 //!
@@ -76,7 +76,7 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = PgEventStore::connect("postgres://localhost/app", PgStoreConfig::default()).await?;
+//! let store = PgEventStore::connect("postgres://localhost/app", PgStoreOptions::default()).await?;
 //! store.migrate().await?;
 //! let balances = ProjectionRunner::new(store, Balances, RunnerOptions::default()).spawn();
 //!

@@ -4,7 +4,7 @@
 
 pub(crate) mod proxy;
 
-use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -40,7 +40,7 @@ pub(crate) async fn fresh_pool(connections: u32) -> (String, PgPool) {
 }
 
 /// A migrated store in a fresh database.
-pub(crate) async fn fresh_store_with(config: PgStoreConfig, connections: u32) -> PgEventStore {
+pub(crate) async fn fresh_store_with(config: PgStoreOptions, connections: u32) -> PgEventStore {
     let (_, pool) = fresh_pool(connections).await;
     let store = PgEventStore::new(pool, config);
     store.migrate().await.expect("migrating the test database");
@@ -49,5 +49,5 @@ pub(crate) async fn fresh_store_with(config: PgStoreConfig, connections: u32) ->
 
 /// A migrated store with the default configuration in a fresh database.
 pub(crate) async fn fresh_store() -> PgEventStore {
-    fresh_store_with(PgStoreConfig::default(), 10).await
+    fresh_store_with(PgStoreOptions::default(), 10).await
 }

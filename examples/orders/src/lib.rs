@@ -24,12 +24,12 @@
 //!
 //! ```no_run
 //! use es_core::CommandContext;
-//! use es_postgres::{PgEventStore, PgStoreConfig};
+//! use es_postgres::{PgEventStore, PgStoreOptions};
 //! use orders::domain::{AddItem, PlaceOrder};
 //! use orders::service::{Projections, Shop, order_stream};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = PgEventStore::connect("postgres://localhost/shop", PgStoreConfig::default()).await?;
+//! let store = PgEventStore::connect("postgres://localhost/shop", PgStoreOptions::default()).await?;
 //! let shop = Shop::open(store).await?;
 //! let projections = Projections::start(shop.store());
 //!

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
 use orders::Error;
 use orders::service::{Projections, Shop};
@@ -93,7 +93,7 @@ async fn demo() -> Result<(), Error> {
     let postgres = local::shared().await?;
     let url = postgres.create_database().await?;
     println!("PostgreSQL: {}", redact(&url));
-    let store = PgEventStore::connect(&url, PgStoreConfig::default()).await?;
+    let store = PgEventStore::connect(&url, PgStoreOptions::default()).await?;
     let mut stdout = std::io::stdout();
     orders::demo::run(store, &mut stdout).await?;
     Ok(())
@@ -101,7 +101,7 @@ async fn demo() -> Result<(), Error> {
 
 async fn serve(port: u16) -> Result<(), Error> {
     let postgres = local::shared().await?;
-    let store = PgEventStore::connect(postgres.url(), PgStoreConfig::default()).await?;
+    let store = PgEventStore::connect(postgres.url(), PgStoreOptions::default()).await?;
     let shop = Arc::new(Shop::open(store).await?);
     let projections = Projections::start(shop.store());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

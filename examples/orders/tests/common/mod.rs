@@ -1,6 +1,6 @@
 //! A fresh database per test, on `DATABASE_URL` or the throwaway cluster.
 
-use es_postgres::{PgEventStore, PgStoreConfig};
+use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
 
 /// A store in a new, empty database (not yet migrated).
@@ -10,7 +10,7 @@ pub(crate) async fn fresh_store() -> PgEventStore {
         .create_database()
         .await
         .expect("creating a test database");
-    PgEventStore::connect(&url, PgStoreConfig::default())
+    PgEventStore::connect(&url, PgStoreOptions::default())
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }

@@ -1,4 +1,4 @@
-//! Configuration of the PostgreSQL store.
+//! Options of the PostgreSQL store.
 
 use std::time::Duration;
 
@@ -11,26 +11,45 @@ use es_core::StoreLimits;
 )]
 pub struct InvalidSchemaName(pub String);
 
-/// Settings of a [`PgEventStore`](crate::PgEventStore).
+/// Options of a [`PgEventStore`](crate::PgEventStore).
 ///
 /// ```
-/// use es_postgres::PgStoreConfig;
+/// use es_postgres::PgStoreOptions;
 /// use std::time::Duration;
 ///
-/// let config = PgStoreConfig::new("billing")?.poll_interval(Duration::from_millis(100));
-/// assert_eq!(config.schema(), "billing");
+/// let options = PgStoreOptions::new("billing")?.poll_interval(Duration::from_millis(100));
+/// assert_eq!(options.schema(), "billing");
+/// assert_eq!(options.poll_interval, Duration::from_millis(100));
 /// # Ok::<(), es_postgres::InvalidSchemaName>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct PgStoreConfig {
+#[non_exhaustive]
+pub struct PgStoreOptions {
     schema: String,
-    limits: StoreLimits,
-    poll_interval: Duration,
-    feed_wait: Duration,
-    append_retries: u32,
+    /// Size limits for appends (default: [`StoreLimits::default`]). A
+    /// batch's data travels as one JSON array, which PostgreSQL's `jsonb`
+    /// caps: `max_batch_bytes` is held to at most 128 MiB.
+    pub limits: StoreLimits,
+    /// How often a subscription looks for new events when no notification
+    /// arrives (default 250 ms). Notifications usually wake it sooner; the
+    /// poll is the backstop for wake-ups that were coalesced or lost.
+    pub poll_interval: Duration,
+    /// How long a read of the feed that ends early waits for committed events
+    /// held back by an older transaction that is still running (default 1 s).
+    ///
+    /// The feed only shows events of transactions older than every running
+    /// one, so that none is ever skipped. When a short read finds committed
+    /// events held back, it waits for them up to this long, so a reader sees
+    /// what was appended before its read; a transaction open for longer (a
+    /// long report, a session idle in transaction) holds the feed back past
+    /// this wait, and the read returns what is safe to return.
+    pub feed_wait: Duration,
+    /// How many times an append is retried after a race that left nothing
+    /// written (default 3).
+    pub append_retries: u32,
 }
 
-impl PgStoreConfig {
+impl PgStoreOptions {
     /// The store in the PostgreSQL schema `schema`, which
     /// [`migrate`](crate::PgEventStore::migrate) creates. Two applications
     /// sharing a database use two schemas.
@@ -70,62 +89,39 @@ impl PgStoreConfig {
         &self.schema
     }
 
-    /// Size limits for appends (default: [`StoreLimits::default`]). A
-    /// batch's data travels as one JSON array, which PostgreSQL's `jsonb`
-    /// caps: `max_batch_bytes` is held to at most 128 MiB.
+    /// Sets [`limits`](Self::limits).
     #[must_use]
     pub fn limits(mut self, limits: StoreLimits) -> Self {
         self.limits = limits;
         self
     }
 
-    /// How often a subscription looks for new events when no notification
-    /// arrives (default 250 ms). Notifications usually wake it sooner; the
-    /// poll is the backstop for wake-ups that were coalesced or lost.
+    /// Sets [`poll_interval`](Self::poll_interval).
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
 
-    /// How long a read of the feed that ends early waits for committed events
-    /// held back by an older transaction that is still running (default 1 s).
-    ///
-    /// The feed only shows events of transactions older than every running
-    /// one, so that none is ever skipped. When a short read finds committed
-    /// events held back, it waits for them up to this long, so a reader sees
-    /// what was appended before its read; a transaction open for longer (a
-    /// long report, a session idle in transaction) holds the feed back past
-    /// this wait, and the read returns what is safe to return.
+    /// Sets [`feed_wait`](Self::feed_wait).
     #[must_use]
     pub fn feed_wait(mut self, wait: Duration) -> Self {
         self.feed_wait = wait;
         self
     }
 
-    /// How many times an append is retried after a race that left nothing
-    /// written (default 3).
+    /// Sets [`append_retries`](Self::append_retries).
     #[must_use]
     pub fn append_retries(mut self, retries: u32) -> Self {
         self.append_retries = retries;
         self
     }
 
-    pub(crate) fn store_limits(&self) -> StoreLimits {
+    /// [`limits`](Self::limits) with the batch size held to what one `jsonb`
+    /// array can carry.
+    pub(crate) fn effective_limits(&self) -> StoreLimits {
         let max = self.limits.max_batch_bytes.min(MAX_BATCH_BYTES);
         self.limits.max_batch_bytes(max)
-    }
-
-    pub(crate) fn poll(&self) -> Duration {
-        self.poll_interval
-    }
-
-    pub(crate) fn wait_for_held_back(&self) -> Duration {
-        self.feed_wait
-    }
-
-    pub(crate) fn retries(&self) -> u32 {
-        self.append_retries
     }
 
     /// The NOTIFY channel of this schema's appends.
@@ -134,7 +130,7 @@ impl PgStoreConfig {
     }
 }
 
-impl Default for PgStoreConfig {
+impl Default for PgStoreOptions {
     /// The schema `es`.
     fn default() -> Self {
         Self {
