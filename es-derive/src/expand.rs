@@ -30,27 +30,15 @@ pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
     );
     // `<Enum as Variant<KEY>>`, spanned on the variant, so that an unknown
     // one is reported there.
-    let variant_of = |handled: &Handled| {
-        let Handled { event, variant, .. } = handled;
-        let key = variant.to_string();
-        let event = respan(event.to_token_stream(), variant.span());
-        quote_spanned!(variant.span()=>
-            <#event as #private::Variant<{ #private::variant_key(#key) }>>
-        )
-    };
     let parts = handles.iter().map(|h| {
-        let variant = variant_of(h);
-        quote!(#variant::NAMES)
+        let (event, key) = variant_key(h, &private);
+        quote_spanned!(h.variant.span()=> <#event as #private::Variant<#key>>::NAMES)
     });
     // `Handled<Enum, KEY>`: the route of one variant, which names the
     // variant without requiring it to exist.
     let routes = handles.iter().map(|h| {
-        let Handled { event, variant, .. } = h;
-        let key = variant.to_string();
-        let event = respan(event.to_token_stream(), variant.span());
-        quote_spanned!(variant.span()=>
-            #private::Handled<#event, { #private::variant_key(#key) }>
-        )
+        let (event, key) = variant_key(h, &private);
+        quote_spanned!(h.variant.span()=> #private::Handled<#event, #key>)
     });
     let bounds = routes
         .clone()
@@ -96,8 +84,20 @@ pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
     }
 }
 
-/// `Event`, `Dispatch` to an aggregate's handlers and `VariantNames` for
-/// each variant.
+/// A handled variant's event enum, spanned on the variant, and the
+/// variant's key: `(Enum, { variant_key("Variant") })`.
+fn variant_key(handled: &Handled, private: &TokenStream) -> (TokenStream, TokenStream) {
+    let Handled { event, variant, .. } = handled;
+    let key = variant.to_string();
+    let event = respan(event.to_token_stream(), variant.span());
+    (
+        event,
+        quote_spanned!(variant.span()=> { #private::variant_key(#key) }),
+    )
+}
+
+/// `Event`, `Dispatch` to an aggregate's handlers and `Variant` for each
+/// variant.
 pub(crate) fn event(model: &EventEnum) -> TokenStream {
     let EventEnum {
         ident,
@@ -105,7 +105,7 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
         variants,
     } = model;
     let private = quote!(#krate::__private);
-    let (recorded, payload_var, target) = (local("recorded"), local("payload"), local("target"));
+    let (recorded, payload_var) = (local("recorded"), local("payload"));
     let names = variants.iter().map(|v| v.name.value.as_str());
     let aliases = variants
         .iter()
@@ -134,15 +134,8 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
                 .map(Self::#variant),
         }
     });
-    let handler_bounds = variants.iter().map(|v| {
-        let payload = &v.payload;
-        quote_spanned!(payload.span()=> #krate::On<#payload>)
-    });
-    let dispatch_arms = variants.iter().map(|v| {
-        let (variant, payload) = (&v.ident, &v.payload);
-        quote!(Self::#variant(#payload_var) => <__Aggregate as #krate::On<#payload>>::on(#target, #payload_var))
-    });
     let variant_impls = variants.iter().map(|v| variant(v, ident, krate));
+    let dispatch = aggregate_dispatch(model);
     quote! {
         const _: () = {
             #(#variant_impls)*
@@ -181,18 +174,40 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
                 }
             }
 
-            #[automatically_derived]
-            impl<__Aggregate> #private::Dispatch<__Aggregate> for #ident
-            where
-                __Aggregate: #(#handler_bounds)+*,
-            {
-                fn dispatch(self, #target: &mut __Aggregate) {
-                    match self {
-                        #(#dispatch_arms,)*
-                    }
+            #dispatch
+        };
+    }
+}
+
+/// `Dispatch<A>` for the enum: each variant to `A`'s `On` handler for its
+/// payload.
+fn aggregate_dispatch(model: &EventEnum) -> TokenStream {
+    let EventEnum {
+        ident,
+        krate,
+        variants,
+    } = model;
+    let (payload_var, target) = (local("payload"), local("target"));
+    let handler_bounds = variants.iter().map(|v| {
+        let payload = &v.payload;
+        quote_spanned!(payload.span()=> #krate::On<#payload>)
+    });
+    let dispatch_arms = variants.iter().map(|v| {
+        let (variant, payload) = (&v.ident, &v.payload);
+        quote!(Self::#variant(#payload_var) => <__Aggregate as #krate::On<#payload>>::on(#target, #payload_var))
+    });
+    quote! {
+        #[automatically_derived]
+        impl<__Aggregate> #krate::__private::Dispatch<__Aggregate> for #ident
+        where
+            __Aggregate: #(#handler_bounds)+*,
+        {
+            fn dispatch(self, #target: &mut __Aggregate) {
+                match self {
+                    #(#dispatch_arms,)*
                 }
             }
-        };
+        }
     }
 }
 
@@ -201,71 +216,22 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
 /// upcast steps from it to the current version.
 fn variant(variant: &EventVariant, enum_ident: &Ident, krate: &syn::Path) -> TokenStream {
     let private = quote!(#krate::__private);
-    let (recorded, data_var, value) = (local("recorded"), local("data"), local("value"));
+    let recorded = local("recorded");
     let EventVariant {
         ident,
         payload,
         name,
         aliases,
         version,
-        upcasts,
+        ..
     } = variant;
     let current = version.value;
     let key = ident.to_string();
     let (name, aliases) = (&name.value, aliases.iter().map(|a| a.value.as_str()));
     let read_current = quote_spanned!(payload.span()=> #private::payload::<#payload>);
     let older = (1..current).map(|from| {
-        let mut body = TokenStream::new();
-        // The data as it stands: borrowed from the record until a JSON step
-        // produces a new value.
-        let mut data = quote!(&#recorded.data);
-        let mut typed: Option<&Type> = None;
-        for step_version in from..current {
-            let Some(upcast) = upcasts.iter().find(|u| u.from.value == step_version) else {
-                continue;
-            };
-            match (&upcast.step, typed) {
-                (Step::Json(function), None) => {
-                    let input = if step_version == from {
-                        quote!(::core::clone::Clone::clone(&#recorded.data))
-                    } else {
-                        quote!(#data_var)
-                    };
-                    body.extend(quote! {
-                        let #data_var = #private::upcast_json(#recorded, #step_version, #function, #input)?;
-                    });
-                    data = quote!(&#data_var);
-                }
-                (Step::Typed(older), None) => {
-                    let read = quote_spanned!(older.span()=> #private::payload::<#older>);
-                    body.extend(quote! {
-                        let #value: #older = #read(#recorded, #data)?;
-                    });
-                    typed = Some(older);
-                }
-                (Step::Typed(next), Some(previous)) => {
-                    body.extend(convert(previous, next, &value));
-                    typed = Some(next);
-                }
-                // Ruled out by validation: a JSON step after a typed one.
-                (Step::Json(_), Some(_)) => {}
-            }
-        }
-        let result = if let Some(previous) = typed {
-            let conversion = convert(previous, payload, &value);
-            quote! {
-                #conversion
-                ::core::result::Result::Ok(#value)
-            }
-        } else {
-            quote!(#read_current(#recorded, #data))
-        };
-        quote! {
-            #from => {
-                #body
-                #result
-            }
-        }
+        let decode = decode_older(variant, from, krate);
+        quote!(#from => { #decode })
     });
     quote! {
         #[automatically_derived]
@@ -285,6 +251,63 @@ fn variant(variant: &EventVariant, enum_ident: &Ident, krate: &syn::Path) -> Tok
             }
         }
     }
+}
+
+/// The decoding of a payload stored at schema version `from`: the upcast
+/// steps from it to the current version, JSON steps first, then typed ones.
+fn decode_older(variant: &EventVariant, from: u32, krate: &syn::Path) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let (recorded, data_var, value) = (local("recorded"), local("data"), local("value"));
+    let EventVariant {
+        payload,
+        version,
+        upcasts,
+        ..
+    } = variant;
+    let mut body = TokenStream::new();
+    // The data as it stands: borrowed from the record until a JSON step
+    // produces a new value.
+    let mut data = quote!(&#recorded.data);
+    let mut typed: Option<&Type> = None;
+    for step_version in from..version.value {
+        let Some(upcast) = upcasts.iter().find(|u| u.from.value == step_version) else {
+            continue;
+        };
+        match (&upcast.step, typed) {
+            (Step::Json(function), None) => {
+                let input = if step_version == from {
+                    quote!(::core::clone::Clone::clone(&#recorded.data))
+                } else {
+                    quote!(#data_var)
+                };
+                body.extend(quote! {
+                    let #data_var = #private::upcast_json(#recorded, #step_version, #function, #input)?;
+                });
+                data = quote!(&#data_var);
+            }
+            (Step::Typed(older), None) => {
+                let read = quote_spanned!(older.span()=> #private::payload::<#older>);
+                body.extend(quote! {
+                    let #value: #older = #read(#recorded, #data)?;
+                });
+                typed = Some(older);
+            }
+            (Step::Typed(next), Some(previous)) => {
+                body.extend(convert(previous, next, &value));
+                typed = Some(next);
+            }
+            // Ruled out by validation: a JSON step after a typed one.
+            (Step::Json(_), Some(_)) => {}
+        }
+    }
+    if let Some(previous) = typed {
+        body.extend(convert(previous, payload, &value));
+        body.extend(quote!(::core::result::Result::Ok(#value)));
+    } else {
+        let read_current = quote_spanned!(payload.span()=> #private::payload::<#payload>);
+        body.extend(quote!(#read_current(#recorded, #data)));
+    }
+    body
 }
 
 /// `tokens` with every span set to `span`, so that an error about them
