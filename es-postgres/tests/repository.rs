@@ -1,5 +1,7 @@
 //! The command path against PostgreSQL: a long stream loads from its latest
-//! snapshot plus a short tail, and a cached aggregate costs no replay.
+//! snapshot plus a short tail, and a cached aggregate costs no replay. The
+//! repository rules every store shares are in the conformance suite
+//! (`conformance.rs`).
 
 mod common;
 
@@ -213,30 +215,5 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
             .expect("command");
         assert_eq!(outcome.stream_version, 1101);
         assert_eq!(outcome.events_read, 100);
-    });
-}
-
-#[test]
-fn every_stored_event_carries_the_command_metadata() {
-    runtime().block_on(async {
-        let store = common::fresh_store().await;
-        let repository = Repository::<Meter, _>::new(store.clone());
-        let meter = Meter::stream_id("m-1").expect("valid id");
-        let command_id = Uuid::now_v7();
-        let context = CommandContext::for_command(command_id).with_correlation_id("req-1");
-        repository
-            .execute(&meter, &RecordReadings { count: 3 }, &context)
-            .await
-            .expect("command");
-        let stored = store
-            .read_stream(&meter, StreamRead::forward())
-            .await
-            .expect("read");
-        assert_eq!(stored.len(), 3);
-        for event in &stored {
-            assert_eq!(event.event_type, "MeterReadingRecorded");
-            assert_eq!(event.metadata.causation_id, Some(command_id));
-            assert_eq!(event.metadata.correlation_id.as_deref(), Some("req-1"));
-        }
     });
 }

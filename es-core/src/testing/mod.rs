@@ -3,8 +3,9 @@
 //!
 //! Every [`EventStore`](crate::EventStore) must pass
 //! [`conformance_suite!`](crate::conformance_suite), which expands to one
-//! `#[test]` per rule of the store contract, in a module named
-//! `conformance`:
+//! `#[test]` per rule of the store contract and of a
+//! [`Repository`](crate::Repository) running commands on the store, in a
+//! module named `conformance`:
 //!
 //! ```
 //! // In a test file of a store implementation:
@@ -114,6 +115,19 @@ macro_rules! conformance_suite {
             subscription_to_rare_events,
             subscription_has_no_gap_or_duplicate_at_switch,
             snapshots_keep_the_newest_per_stream,
+            // Repository conformance: the command path on the store.
+            repository_command_appends_and_load_folds_the_stream,
+            repository_refused_command_writes_nothing,
+            repository_cached_state_reads_nothing,
+            repository_two_repositories_see_each_others_writes,
+            repository_stale_cache_retries_after_the_conflict,
+            repository_stale_cache_does_not_refuse_wrongly,
+            repository_conflicts_are_retried_a_bounded_number_of_times,
+            repository_new_events_carry_correlation_and_causation,
+            repository_snapshots_every_n_events_and_loads_read_only_the_tail,
+            repository_snapshot_of_another_version_is_ignored,
+            repository_snapshot_that_does_not_decode_is_ignored_with_a_warning,
+            repository_unknown_event_types_fail_the_load_unless_skipped,
         }
     };
 }

@@ -1,10 +1,14 @@
-//! Test support: a fresh database per test on the shared local server.
+//! Test support: a fresh database per test on the shared local server, and
+//! helpers the test files share.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub(crate) mod proxy;
 
-use es_postgres::{PgEventStore, PgStoreOptions};
+use std::time::{Duration, Instant};
+
+use es_core::{EventStore, FeedFilter, Position, Projection, RecordedEvent};
+use es_postgres::{PgEventStore, PgStoreOptions, ProjectionError, ProjectionRunner};
 use es_postgres_local as local;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -50,4 +54,78 @@ pub(crate) async fn fresh_store_with(config: PgStoreOptions, connections: u32) -
 /// A migrated store with the default configuration in a fresh database.
 pub(crate) async fn fresh_store() -> PgEventStore {
     fresh_store_with(PgStoreOptions::default(), 10).await
+}
+
+/// Whether the tests run on the server `DATABASE_URL` names rather than on
+/// clusters of their own.
+pub(crate) fn database_url_is_set() -> bool {
+    std::env::var("DATABASE_URL").is_ok_and(|url| !url.trim().is_empty())
+}
+
+/// Polls `condition` every 10 ms until it holds; fails with `what` after
+/// `within`.
+pub(crate) async fn wait_until<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The single integer `sql` selects, in `store`'s database.
+pub(crate) async fn count(store: &PgEventStore, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Reads the feed from the start until it holds `expected` events, for up
+/// to 10 s (another test's transaction may hold the horizon back for a
+/// moment).
+pub(crate) async fn read_feed<S: EventStore>(
+    store: &S,
+    filter: &FeedFilter,
+    expected: usize,
+) -> Vec<RecordedEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = store
+            .read_all(Position::START, filter, expected + 100)
+            .await
+            .expect("reading the feed");
+        if events.len() >= expected || Instant::now() >= deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `runner` in a task until the returned sender fires or is dropped.
+pub(crate) fn start<P, D>(
+    runner: ProjectionRunner<P, D>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ProjectionError>>,
+)
+where
+    P: Projection,
+    D: es_postgres::projection::Delivery<P>,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
 }

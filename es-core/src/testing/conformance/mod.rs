@@ -1,4 +1,6 @@
-//! The rules of the store contract, one function per rule.
+//! The rules of the store contract, one function per rule, then those of a
+//! [`Repository`](crate::Repository) on the store (the `repository_*`
+//! rules: commands, the state cache, conflicts, metadata, snapshots).
 //!
 //! Each function takes a fresh, empty store and panics when the store breaks
 //! the rule. [`conformance_suite!`](crate::conformance_suite) turns them into
@@ -9,8 +11,10 @@
     reason = "every function here is a test case that panics on failure"
 )]
 
+mod repository;
 mod round_trip;
 
+pub use repository::*;
 pub use round_trip::*;
 
 use std::collections::{HashMap, HashSet};
