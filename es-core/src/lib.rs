@@ -58,6 +58,7 @@ extern crate self as es_core;
 pub mod __private;
 pub mod aggregate;
 pub mod backend;
+pub mod command;
 pub mod error;
 pub mod event;
 pub mod json;
@@ -75,6 +76,7 @@ pub mod typed;
 mod validate;
 
 pub use aggregate::{Aggregate, Decide, On, SnapshotPolicy};
+pub use command::{CommandContext, command_event_id, reaction_command_id};
 pub use error::{
     BoxError, IdempotencyConflictKind, InvalidEventKind, InvalidSnapshotKind, StoreError,
 };
@@ -85,9 +87,7 @@ pub use json::UnstorableJson;
 pub use memory::MemoryStore;
 pub use position::Position;
 pub use projection::{Dispatch, Handle, Projection, Reset};
-pub use repository::{
-    CommandContext, CommandError, CommandOutcome, Loaded, Repository, RepositoryOptions,
-};
+pub use repository::{CommandError, CommandOutcome, Loaded, Repository, RepositoryOptions};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage, ReadDirection,

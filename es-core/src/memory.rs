@@ -204,6 +204,18 @@ impl EventStore for MemoryStore {
         Ok(AppendResult::new(version, positions, false))
     }
 
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.state();
+        let mut found: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| state.ids.get(id))
+            .copied()
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        Ok(found.into_iter().map(|i| state.feed[i].clone()).collect())
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,

@@ -8,8 +8,9 @@ use uuid::Uuid;
 use crate::aggregate::SnapshotPolicy;
 use crate::typed::{DecodeError, EncodeError};
 use crate::{
-    Aggregate, Decide, Event, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
-    RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamRead,
+    Aggregate, AppendResult, CommandContext, Decide, Event, EventStore, ExpectedVersion, NewEvent,
+    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamRead,
+    command_event_id,
 };
 
 /// How a [`Repository`] caches and retries.
@@ -72,97 +73,6 @@ impl Default for RepositoryOptions {
     }
 }
 
-/// The metadata a command writes into every event it causes: the
-/// correlation id of the flow, and as causation id the id of the command or
-/// of the event that triggered it.
-///
-/// ```
-/// use es_core::CommandContext;
-/// use uuid::Uuid;
-///
-/// let command_id = Uuid::now_v7();
-/// let context = CommandContext::for_command(command_id).with_correlation_id("req-42");
-/// assert_eq!(context.metadata().causation_id, Some(command_id));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CommandContext {
-    metadata: Metadata,
-}
-
-impl CommandContext {
-    /// No metadata.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A command with id `command_id`: the causation id, and the correlation
-    /// id until one is set.
-    #[must_use]
-    pub fn for_command(command_id: Uuid) -> Self {
-        Self {
-            metadata: Metadata::default()
-                .with_causation_id(command_id)
-                .with_correlation_id(command_id.to_string()),
-        }
-    }
-
-    /// A command issued in reaction to `event` (a process manager, a
-    /// policy): the causation id is the event's id, and the correlation id
-    /// and actor carry over from it (the correlation id is the event's id
-    /// when it had none).
-    #[must_use]
-    pub fn caused_by(event: &RecordedEvent) -> Self {
-        let correlation = event
-            .metadata
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| event.event_id.to_string());
-        let mut metadata = Metadata::default()
-            .with_causation_id(event.event_id)
-            .with_correlation_id(correlation);
-        metadata.actor.clone_from(&event.metadata.actor);
-        Self { metadata }
-    }
-
-    /// Replaces everything with `metadata`.
-    #[must_use]
-    pub fn from_metadata(metadata: Metadata) -> Self {
-        Self { metadata }
-    }
-
-    /// Sets the correlation id.
-    #[must_use]
-    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.metadata = self.metadata.with_correlation_id(id);
-        self
-    }
-
-    /// Sets the actor.
-    #[must_use]
-    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
-        self.metadata = self.metadata.with_actor(actor);
-        self
-    }
-
-    /// Adds an application-defined field.
-    #[must_use]
-    pub fn with_custom(
-        mut self,
-        key: impl Into<String>,
-        value: impl Into<serde_json::Value>,
-    ) -> Self {
-        self.metadata = self.metadata.with_custom(key, value);
-        self
-    }
-
-    /// The metadata every new event gets.
-    #[must_use]
-    pub fn metadata(&self) -> &Metadata {
-        &self.metadata
-    }
-}
-
 /// An aggregate loaded from the store.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -192,6 +102,10 @@ pub struct CommandOutcome {
     pub attempts: u32,
     /// How many events were read from the store to run the command.
     pub events_read: usize,
+    /// Whether the command had been applied before (it was sent again):
+    /// nothing was written, and the stream version, event ids and positions
+    /// are those of its first application.
+    pub already_applied: bool,
 }
 
 /// Running a command failed.
@@ -238,6 +152,10 @@ impl<E> From<DecodeError> for CommandError<E> {
     }
 }
 
+/// How many derived event ids one read looks up when recognizing a command
+/// sent again.
+const RECALL_PAGE: u32 = 64;
+
 /// Loads aggregates and runs commands against them.
 ///
 /// A command costs one append when the aggregate's state is cached, and one
@@ -270,6 +188,19 @@ impl<E> From<DecodeError> for CommandError<E> {
 /// to the same streams. A decision that writes nothing, or a refusal, is never trusted
 /// to a cached state alone: the tail is read and the command decided again
 /// when it has new events, so a stale cache cannot cause a wrong refusal.
+///
+/// **Commands sent again.** A command whose [`CommandContext`] has a command
+/// id takes effect at most once: its events get ids derived from the
+/// command id ([`command_event_id`]), so when it is sent again (after a
+/// timeout, a lost reply or a crash, from several tasks at once) the
+/// repository finds its events and returns the first outcome, with
+/// [`CommandOutcome::already_applied`] set, however many commands were
+/// applied to the stream since. It finds them through the store's
+/// idempotent replay when the command decides the same events again, and
+/// otherwise (it now decides other events, is refused, or decides nothing)
+/// by reading its derived ids ([`EventStore::read_events`]): a new command
+/// that is accepted costs nothing more, a refused or empty one one read by
+/// id. A command that was refused wrote nothing, so it is decided again.
 ///
 /// ```
 /// # use es_core::{Aggregate, Decide, Event, On};
@@ -495,34 +426,126 @@ where
                     if !run.verified && self.verify(stream, &mut run).await? > 0 {
                         continue;
                     }
+                    // Sent again after it was applied, a command may now be
+                    // refused or do nothing: the first outcome stands.
+                    if let Some(outcome) = self.recall(stream, context, &run).await? {
+                        return Ok(self.replayed(stream, run, outcome));
+                    }
                     return self.finish(stream, run, decision);
                 }
             };
-            run.attempts += 1;
-            let batch = Self::encode(&events, context)?;
-            let event_ids = batch.iter().map(|e| e.event_id).collect();
-            let appended = self
-                .store
-                .append(stream, ExpectedVersion::Exact(run.version), batch)
-                .await;
-            match appended {
-                Ok(result) => return Ok(self.commit(stream, run, events, result, event_ids).await),
-                Err(StoreError::WrongExpectedVersion { .. })
-                    if run.attempts <= self.options.max_retries =>
-                {
-                    // Another writer got there first: read its events and
-                    // decide again.
-                    self.verify(stream, &mut run).await?;
-                }
-                Err(StoreError::WrongExpectedVersion { .. }) => {
-                    return Err(CommandError::Conflict {
-                        stream: stream.clone(),
-                        attempts: run.attempts,
-                    });
-                }
-                Err(e) => return Err(e.into()),
+            match self.append(stream, context, run, events).await? {
+                Appended::Done(outcome) => return Ok(outcome),
+                Appended::Retry(again) => run = again,
             }
         }
+    }
+
+    /// Appends the decided `events` with the run's version as the expected
+    /// one: the outcome, or the run to decide again on after another
+    /// writer's events.
+    async fn append<E>(
+        &self,
+        stream: &StreamId,
+        context: &CommandContext,
+        mut run: Run<A>,
+        events: Vec<A::Event>,
+    ) -> Result<Appended<A>, CommandError<E>> {
+        run.attempts += 1;
+        let batch = Self::encode(stream, &events, context)?;
+        let event_ids = batch.iter().map(|e| e.event_id).collect();
+        let appended = self
+            .store
+            .append(stream, ExpectedVersion::Exact(run.version), batch)
+            .await;
+        let outcome = match appended {
+            // The command's events were stored before: it was sent again.
+            Ok(result) if result.idempotent_replay => {
+                let recalled = self.recall(stream, context, &run).await?;
+                let outcome = recalled.unwrap_or(CommandOutcome {
+                    stream_version: result.stream_version,
+                    event_ids,
+                    positions: result.positions,
+                    attempts: run.attempts,
+                    events_read: run.events_read,
+                    already_applied: true,
+                });
+                self.replayed(stream, run, outcome)
+            }
+            Ok(result) => self.commit(stream, run, events, result, event_ids).await,
+            // Some of them were: sent again, the command decided other
+            // events this time.
+            Err(conflict @ StoreError::IdempotencyConflict { .. }) => {
+                match self.recall(stream, context, &run).await? {
+                    Some(outcome) => self.replayed(stream, run, outcome),
+                    None => return Err(conflict.into()),
+                }
+            }
+            Err(StoreError::WrongExpectedVersion { .. })
+                if run.attempts <= self.options.max_retries =>
+            {
+                // Another writer got there first: read its events and
+                // decide again.
+                self.verify(stream, &mut run).await?;
+                return Ok(Appended::Retry(run));
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                return Err(CommandError::Conflict {
+                    stream: stream.clone(),
+                    attempts: run.attempts,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Appended::Done(outcome))
+    }
+
+    /// The outcome of the command's first application, if the stream holds
+    /// its events: found by their derived ids (see
+    /// [`command_event_id`]), in pages of [`RECALL_PAGE`] ids. `None` without
+    /// a command id.
+    async fn recall(
+        &self,
+        stream: &StreamId,
+        context: &CommandContext,
+        run: &Run<A>,
+    ) -> Result<Option<CommandOutcome>, StoreError> {
+        let Some(command_id) = context.command_id() else {
+            return Ok(None);
+        };
+        let mut found: Vec<RecordedEvent> = Vec::new();
+        let mut first = 0_u32;
+        loop {
+            let ids: Vec<Uuid> = (first..first.saturating_add(RECALL_PAGE))
+                .map(|index| command_event_id(command_id, stream, index))
+                .collect();
+            let events = self.store.read_events(&ids).await?;
+            let full = events.len() == ids.len();
+            found.extend(events.into_iter().filter(|e| &e.stream_id == stream));
+            match first.checked_add(RECALL_PAGE) {
+                Some(next) if full => first = next,
+                _ => break,
+            }
+        }
+        found.sort_by_key(|event| event.version);
+        let Some(last) = found.last() else {
+            return Ok(None);
+        };
+        Ok(Some(CommandOutcome {
+            stream_version: last.version,
+            event_ids: found.iter().map(|e| e.event_id).collect(),
+            positions: found.iter().map(|e| e.position).collect(),
+            attempts: run.attempts,
+            events_read: run.events_read,
+            already_applied: true,
+        }))
+    }
+
+    /// A command recognized as applied before: nothing was written, the
+    /// state goes back to the cache as it was.
+    fn replayed(&self, stream: &StreamId, run: Run<A>, outcome: CommandOutcome) -> CommandOutcome {
+        self.cache().put(stream, run.state, run.version);
+        outcome
     }
 
     /// The state a command starts from: the cached one (trusted as it is
@@ -559,10 +582,20 @@ where
         Ok(read)
     }
 
-    fn encode(events: &[A::Event], context: &CommandContext) -> Result<Vec<NewEvent>, EncodeError> {
-        events
-            .iter()
-            .map(|event| Ok(event.encode()?.with_metadata(context.metadata().clone())))
+    /// The decided events, each with the context's metadata and its id:
+    /// derived from the command id, or fresh.
+    fn encode(
+        stream: &StreamId,
+        events: &[A::Event],
+        context: &CommandContext,
+    ) -> Result<Vec<NewEvent>, EncodeError> {
+        (0_u32..)
+            .zip(events)
+            .map(|(index, event)| {
+                let mut new = event.encode()?.with_metadata(context.metadata().clone());
+                new.event_id = context.event_id(stream, index);
+                Ok(new)
+            })
             .collect()
     }
 
@@ -580,6 +613,7 @@ where
             positions: Vec::new(),
             attempts: run.attempts + 1,
             events_read: run.events_read,
+            already_applied: false,
         };
         self.cache().put(stream, run.state, run.version);
         match decision {
@@ -596,7 +630,7 @@ where
         stream: &StreamId,
         mut run: Run<A>,
         events: Vec<A::Event>,
-        result: crate::AppendResult,
+        result: AppendResult,
         event_ids: Vec<Uuid>,
     ) -> CommandOutcome {
         for event in events {
@@ -621,10 +655,19 @@ where
             positions: result.positions,
             attempts: run.attempts,
             events_read: run.events_read,
+            already_applied: false,
         };
         self.cache().put(stream, run.state, run.version);
         outcome
     }
+}
+
+/// What an append of a decision came to.
+enum Appended<A> {
+    /// The command's outcome: written now, or recognized as written before.
+    Done(CommandOutcome),
+    /// Another writer got there first; decide again on this run.
+    Retry(Run<A>),
 }
 
 /// One command's run: the state it decides on and what it cost.

@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::{NewEvent, Position, RecordedEvent, StoreError, StreamId};
 
@@ -400,6 +401,19 @@ pub trait EventStore: Send + Sync {
         stream: &StreamId,
         read: StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads the stored events among `ids`, in feed order; ids that are not
+    /// stored are left out. Events of transactions that the feed still holds
+    /// back are included.
+    ///
+    /// A repository uses it to recognize a command sent again (see
+    /// [`command_event_id`](crate::command_event_id)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when storage fails, [`StoreError::CorruptEvent`]
+    /// when a stored row cannot be read back.
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Reads at most `limit` events of the global feed that come after
     /// `after` and pass `filter`, in feed order.

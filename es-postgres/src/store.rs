@@ -13,6 +13,7 @@ use es_core::{
 };
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
 
 use crate::PgStoreOptions;
 use crate::convert;
@@ -283,6 +284,10 @@ impl EventStore for PgEventStore {
             check = true;
             tracing::debug!(%stream, retries, "append {why}; running it again");
         }
+    }
+
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        data::events::read_by_id(&self.inner.pool, &self.inner.statements.events, ids).await
     }
 
     async fn read_stream(

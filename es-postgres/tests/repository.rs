@@ -87,6 +87,10 @@ impl EventStore for Counting {
         self.inner.append(stream, expected, events).await
     }
 
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_events(ids).await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -140,7 +144,7 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
         };
         let writer = Repository::<Meter, _>::new(store.clone());
         let meter = Meter::stream_id(Uuid::now_v7()).expect("valid id");
-        let context = CommandContext::for_command(Uuid::now_v7());
+        let context = CommandContext::new().with_correlation_id("readings");
 
         // 1,000 events in commands of 10 (99) and of 1 (10).
         for _ in 0..99 {

@@ -1,7 +1,8 @@
 //! Server restarts: while a private cluster is stopped and started, appends
 //! fail with transient errors and are retried with the same event ids, and
 //! a subscription follows the feed; no acknowledged append is lost,
-//! duplicated or delivered twice.
+//! duplicated or delivered twice. A command whose reply was lost in a
+//! restart, sent again, takes effect once.
 
 mod common;
 
@@ -13,11 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use es_core::{
-    EventStore, ExpectedVersion, FeedFilter, NewEvent, Position, RecordedEvent, StreamId,
+    Aggregate, AppendResult, CommandContext, CommandError, Decide, Event, EventStore, EventStream,
+    ExpectedVersion, FeedFilter, NewEvent, On, Position, RecordedEvent, Repository, Snapshot,
+    SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
 };
 use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -214,6 +218,193 @@ fn server_restarts_lose_no_acknowledged_append() {
             replays.load(Ordering::SeqCst)
         );
         drop(store);
+        tokio::task::spawn_blocking(move || drop(server))
+            .await
+            .expect("removing the cluster");
+    });
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Deposited {
+    cents: u64,
+}
+
+#[derive(Debug, Event)]
+enum AccountEvent {
+    Deposited(Deposited),
+}
+
+#[derive(Debug, Default, Aggregate)]
+#[es(category = "Account", event = AccountEvent)]
+struct Account {
+    balance: u64,
+}
+
+impl On<Deposited> for Account {
+    fn on(&mut self, event: Deposited) {
+        self.balance += event.cents;
+    }
+}
+
+struct Deposit(u64);
+
+impl Decide<Deposit> for Account {
+    type Error = std::convert::Infallible;
+
+    fn decide(&self, command: &Deposit) -> Result<Vec<AccountEvent>, Self::Error> {
+        Ok(vec![AccountEvent::Deposited(Deposited {
+            cents: command.0,
+        })])
+    }
+}
+
+/// A store whose next append commits and then loses its reply: the server
+/// is stopped right after the commit and the caller gets a transient error,
+/// as when a connection drops between the commit and its acknowledgement.
+#[derive(Clone)]
+struct LosesReply {
+    inner: PgEventStore,
+    server: Arc<local::LocalPostgres>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for LosesReply {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let result = self.inner.append(stream, expected, events).await?;
+        assert!(!result.idempotent_replay, "the first append writes");
+        self.server.stop().await.expect("stopping the server");
+        Err(StoreError::backend(
+            "append",
+            "the connection closed before the reply",
+        ))
+    }
+
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_events(ids).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, read).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &FeedFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, filter, limit).await
+    }
+
+    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
+        self.inner.subscribe(after, filter)
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.inner.limits()
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotStore for LosesReply {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream).await
+    }
+}
+
+/// A command whose append committed but whose reply was lost (the server
+/// stopped right after the commit) is sent again after the restart, by a
+/// new process: it takes effect once and gets the first outcome, also
+/// after later commands.
+#[test]
+fn a_command_whose_reply_was_lost_takes_effect_once_after_a_restart() {
+    if database_url_is_set() {
+        println!(
+            "skipped: DATABASE_URL is set, so there is no private local cluster this test may \
+             stop and start; unset DATABASE_URL to run it"
+        );
+        return;
+    }
+    runtime().block_on(async {
+        let server = Arc::new(local::private().await.expect("a private cluster"));
+        let url = server.create_database().await.expect("a database");
+        let store = PgEventStore::connect(&url, PgStoreOptions::default())
+            .await
+            .expect("connecting");
+        store.migrate().await.expect("migrating");
+        let account = Account::stream_id("1").expect("a valid id");
+        let context = CommandContext::for_command(Uuid::now_v7());
+
+        let losing = Repository::<Account, _>::new(LosesReply {
+            inner: store.clone(),
+            server: Arc::clone(&server),
+        });
+        let lost = losing.execute(&account, &Deposit(5), &context).await;
+        match lost {
+            Err(CommandError::Store(error)) => assert!(error.is_transient(), "{error:?}"),
+            other => panic!("expected a lost reply, got {other:?}"),
+        }
+
+        server.start().await.expect("starting the server again");
+        // A new process: no cache, the same command id.
+        let retried = Repository::<Account, _>::new(store.clone());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            match retried.execute(&account, &Deposit(5), &context).await {
+                Ok(outcome) => break outcome,
+                Err(CommandError::Store(error)) if error.is_transient() => {
+                    assert!(Instant::now() < deadline, "the server never came back");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("the retry failed: {error}"),
+            }
+        };
+        assert!(first.already_applied, "{first:?}");
+        assert_eq!(first.stream_version, 1);
+        assert_eq!(
+            first.event_ids,
+            [es_core::command_event_id(
+                context.command_id().expect("keyed"),
+                &account,
+                0
+            )]
+        );
+
+        retried
+            .execute(
+                &account,
+                &Deposit(1),
+                &CommandContext::for_command(Uuid::now_v7()),
+            )
+            .await
+            .expect("a later command");
+        let again = retried
+            .execute(&account, &Deposit(5), &context)
+            .await
+            .expect("sent once more");
+        assert!(again.already_applied);
+        assert_eq!(
+            (again.stream_version, &again.event_ids, &again.positions),
+            (1, &first.event_ids, &first.positions)
+        );
+        let loaded = retried.load(&account).await.expect("loading");
+        assert_eq!((loaded.version, loaded.state.balance), (2, 6));
+
+        drop((losing, retried, store));
+        let server = Arc::try_unwrap(server).expect("the last handle");
         tokio::task::spawn_blocking(move || drop(server))
             .await
             .expect("removing the cluster");

@@ -128,6 +128,11 @@ macro_rules! conformance_suite {
             repository_snapshot_of_another_version_is_ignored,
             repository_snapshot_that_does_not_decode_is_ignored_with_a_warning,
             repository_unknown_event_types_fail_the_load_unless_skipped,
+            // Commands sent again: idempotent by command id.
+            repository_command_sent_again_takes_effect_once,
+            repository_same_command_from_8_tasks_takes_effect_once,
+            repository_refused_or_unkeyed_commands_are_decided_again,
+            repository_redelivered_event_reaction_takes_effect_once,
         }
     };
 }

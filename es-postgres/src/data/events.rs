@@ -1,5 +1,5 @@
-//! The events table: the append function, stream reads, and a row's stored
-//! text.
+//! The events table: the append function, stream reads, reads by event id,
+//! and a row's stored text.
 
 use es_core::backend::EncodedEvent;
 use es_core::store::{MAX_SCHEMA_VERSION, MAX_STREAM_VERSION};
@@ -22,6 +22,7 @@ pub(crate) struct Statements {
     append: String,
     read_forward: String,
     read_backward: String,
+    read_by_id: String,
     raw_event: String,
 }
 
@@ -40,6 +41,10 @@ impl Statements {
             read_backward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            ),
+            read_by_id: format!(
+                "SELECT {EVENT_COLUMNS} FROM {events} \
+                 WHERE event_id = ANY($1) ORDER BY tx_id, seq"
             ),
             raw_event: format!(
                 "SELECT event_id, stream_id, version, event_type, data::text AS data, \
@@ -418,6 +423,28 @@ pub(crate) async fn read_stream(
         }
     }
     corrupt.map_or(Ok(events), Err)
+}
+
+/// Reads the stored events among `ids`, in feed order (through the unique
+/// index on `event_id`).
+pub(crate) async fn read_by_id(
+    pool: &PgPool,
+    statements: &Statements,
+    ids: &[Uuid],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&statements.read_by_id)
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| read_error("read events by id", e))?;
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = EventColumns::locate(first)?;
+    rows.iter().map(|row| columns.decode(row, None)).collect()
 }
 
 /// An event row as stored, for an event that cannot be read back: its

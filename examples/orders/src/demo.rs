@@ -204,9 +204,10 @@ fn item(sku: &str, quantity: u32, unit_price_cents: u64) -> AddItem {
     }
 }
 
+/// The context of a checkout's commands: one correlation id, and no command
+/// id, as each is a command of its own.
 fn checkout(order_id: &str) -> CommandContext {
-    CommandContext::for_command(uuid::Uuid::now_v7())
-        .with_correlation_id(format!("checkout-{order_id}"))
+    CommandContext::new().with_correlation_id(format!("checkout-{order_id}"))
 }
 
 /// Runs the demo against `store` (an empty database: the order ids are

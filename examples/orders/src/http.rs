@@ -20,6 +20,21 @@
 //! echo it in the response. Read models are updated a moment after a
 //! command returns: they are eventually consistent.
 //!
+//! Every command route honours an `Idempotency-Key` request header (1 to
+//! 255 visible ASCII characters), with the semantics of the IETF httpapi
+//! draft: a request sent again with the same key and the same body takes
+//! effect once and gets the original response (status and body; the reply
+//! then also carries `idempotent-replayed: true`), whatever was done to the
+//! order since; the same key with a different body is 422
+//! `idempotency_key_reused`. The key names the command: its id is derived
+//! from the key and the method and path, and the events it writes get ids
+//! derived from that (see `es_core::command_event_id`), so the key is
+//! remembered for as long as the order's events are, at no cost to the
+//! first request. A request that wrote nothing (refused, or nothing to do)
+//! leaves nothing to remember: sent again, it is decided again. `POST
+//! /orders` without an `order_id` derives the new order's id from the key.
+//! Without the header, every request is a new command.
+//!
 //! Errors are JSON, `{"error": "...", "message": "..."}`, with status 400
 //! for bad input, 404 for an unknown order, 409 when a rule of the order
 //! refuses the command or concurrent writers kept conflicting, and 500
@@ -53,6 +68,21 @@ use crate::service::{self, Shop, order_stream};
 
 /// The request header carrying the correlation id.
 pub const CORRELATION_ID: &str = "x-correlation-id";
+
+/// The request header that names a command across retries.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The reply header set when a request was recognized by its idempotency
+/// key and answered with the original outcome.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The metadata field recording, in each event a keyed request wrote, a
+/// fingerprint of the request's body.
+const FINGERPRINT: &str = "request_fingerprint";
+
+/// The namespace of command ids derived from idempotency keys, and of
+/// request fingerprints (version 5 UUIDs).
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x3d6f_0c4e_51a2_4b7d_9e08_c1f2_a7b4_6d15);
 
 /// The API's routes over `shop`.
 pub fn router(shop: Arc<Shop>) -> Router {
@@ -182,8 +212,12 @@ impl From<es_core::StoreError> for ApiError {
     }
 }
 
-/// A JSON body whose rejection is a JSON 400.
-struct Body<T>(T);
+/// A JSON body whose rejection is a JSON 400, with a fingerprint of its
+/// bytes.
+struct Body<T> {
+    value: T,
+    fingerprint: Uuid,
+}
 
 impl<S, T> FromRequest<S> for Body<T>
 where
@@ -193,51 +227,84 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        let fingerprint = fingerprint(&bytes);
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
+            Ok(Json(value)) => Ok(Self { value, fingerprint }),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
     }
+}
+
+/// The largest request body read.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// A fingerprint of a request body: the version 5 UUID of its bytes.
+fn fingerprint(body: &[u8]) -> Uuid {
+    Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, body)
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     ApiError::bad_request(rejection.body_text())
 }
 
-/// The command metadata of a request: a fresh command id (the causation
-/// id) and the correlation id from the `x-correlation-id` header, or the
-/// command id when there is none.
+/// The command metadata of a request: its command id (the causation id),
+/// derived from the `Idempotency-Key` header or fresh without one, and the
+/// correlation id from the `x-correlation-id` header, or the command id when
+/// there is none.
 struct RequestContext {
     context: CommandContext,
     correlation_id: String,
+    /// Whether the request carried an idempotency key.
+    keyed: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let command_id = Uuid::now_v7();
-        let correlation_id = match parts.headers.get(CORRELATION_ID) {
-            None => command_id.to_string(),
-            Some(value) => {
-                let text = value
-                    .to_str()
-                    .ok()
-                    .filter(|text| (1..=128).contains(&text.len()))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "x-correlation-id must be 1 to 128 visible ASCII characters",
-                        )
-                    })?;
-                text.to_owned()
-            }
+        let key = header_text(&parts.headers, IDEMPOTENCY_KEY, 255)?;
+        // The key names the command on this route; without one, the
+        // request is a new command, with a fresh id as its causation id.
+        let command_id = key.as_ref().map_or_else(Uuid::now_v7, |key| {
+            let name = format!("{} {}\n{key}", parts.method, parts.uri.path());
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
+        });
+        let correlation_id = header_text(&parts.headers, CORRELATION_ID, 128)?
+            .unwrap_or_else(|| command_id.to_string());
+        let context = if key.is_some() {
+            CommandContext::for_command(command_id)
+        } else {
+            CommandContext::from_metadata(Metadata::default().with_causation_id(command_id))
         };
         Ok(Self {
-            context: CommandContext::for_command(command_id)
-                .with_correlation_id(correlation_id.clone()),
+            context: context.with_correlation_id(correlation_id.clone()),
             correlation_id,
+            keyed: key.is_some(),
         })
     }
+}
+
+/// The text of header `name`, if present: 1 to `max` visible ASCII
+/// characters.
+fn header_text(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|text| (1..=max).contains(&text.len()))
+        .map(|text| Some(text.to_owned()))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be 1 to {max} visible ASCII characters"
+            ))
+        })
 }
 
 fn stream(order_id: &str) -> Result<StreamId, ApiError> {
@@ -249,17 +316,17 @@ fn stream(order_id: &str) -> Result<StreamId, ApiError> {
 struct CommandReply {
     order_id: String,
     version: u64,
-    attempts: u32,
     event_ids: Vec<Uuid>,
     correlation_id: String,
 }
 
-/// Runs `command` on order `order_id` and replies with the new version.
+/// Runs `command` on order `order_id` and replies with the new version; a
+/// keyed request sent again gets the original reply.
 async fn run<C>(
     shop: &Shop,
     order_id: String,
     request: RequestContext,
-    command: C,
+    (command, fingerprint): (C, Uuid),
     status: StatusCode,
 ) -> Result<Response, ApiError>
 where
@@ -267,8 +334,19 @@ where
     C: Sync,
 {
     let stream = stream(&order_id)?;
-    let outcome = shop.execute(&stream, &command, &request.context).await?;
+    let context = if request.keyed {
+        request
+            .context
+            .with_custom(FINGERPRINT, fingerprint.to_string())
+    } else {
+        request.context
+    };
+    let outcome = shop.execute(&stream, &command, &context).await?;
     let mut headers = HeaderMap::new();
+    if outcome.already_applied && request.keyed {
+        same_request(shop, &outcome.event_ids, fingerprint).await?;
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
     if let Ok(value) = HeaderValue::from_str(&request.correlation_id) {
         headers.insert(CORRELATION_ID, value);
     }
@@ -280,11 +358,32 @@ where
     let reply = CommandReply {
         order_id,
         version: outcome.stream_version,
-        attempts: outcome.attempts,
         event_ids: outcome.event_ids,
         correlation_id: request.correlation_id,
     };
     Ok((status, headers, Json(reply)).into_response())
+}
+
+/// Checks that the request that first wrote `event_ids` had the body whose
+/// fingerprint is `fingerprint`: 422 when its idempotency key is reused for
+/// another request.
+async fn same_request(shop: &Shop, event_ids: &[Uuid], fingerprint: Uuid) -> Result<(), ApiError> {
+    let Some(first) = event_ids.first() else {
+        return Ok(());
+    };
+    let stored = shop.store().read_events(&[*first]).await?;
+    let recorded = stored
+        .first()
+        .and_then(|event| event.metadata.custom.get(FINGERPRINT))
+        .and_then(Value::as_str);
+    if recorded == Some(fingerprint.to_string().as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used for a request with another body",
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,24 +397,40 @@ struct PlaceBody {
 async fn place_order(
     State(shop): State<Arc<Shop>>,
     request: RequestContext,
-    Body(body): Body<PlaceBody>,
+    Body { value, fingerprint }: Body<PlaceBody>,
 ) -> Result<Response, ApiError> {
-    let order_id = body
-        .order_id
-        .unwrap_or_else(|| Uuid::now_v7().simple().to_string());
+    // A keyed request sent again must find the order it created.
+    let order_id = value.order_id.unwrap_or_else(|| {
+        let id = request.context.command_id();
+        id.unwrap_or_else(Uuid::now_v7).simple().to_string()
+    });
     let command = PlaceOrder {
-        customer_id: body.customer_id,
+        customer_id: value.customer_id,
     };
-    run(&shop, order_id, request, command, StatusCode::CREATED).await
+    run(
+        &shop,
+        order_id,
+        request,
+        (command, fingerprint),
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 async fn add_item(
     State(shop): State<Arc<Shop>>,
     Path(order_id): Path<String>,
     request: RequestContext,
-    Body(command): Body<AddItem>,
+    Body { value, fingerprint }: Body<AddItem>,
 ) -> Result<Response, ApiError> {
-    run(&shop, order_id, request, command, StatusCode::OK).await
+    run(
+        &shop,
+        order_id,
+        request,
+        (value, fingerprint),
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn remove_item(
@@ -323,34 +438,56 @@ async fn remove_item(
     Path((order_id, sku)): Path<(String, String)>,
     request: RequestContext,
 ) -> Result<Response, ApiError> {
-    run(&shop, order_id, request, RemoveItem { sku }, StatusCode::OK).await
+    let command = (RemoveItem { sku }, fingerprint(b""));
+    run(&shop, order_id, request, command, StatusCode::OK).await
 }
 
 async fn pay(
     State(shop): State<Arc<Shop>>,
     Path(order_id): Path<String>,
     request: RequestContext,
-    Body(command): Body<Pay>,
+    Body { value, fingerprint }: Body<Pay>,
 ) -> Result<Response, ApiError> {
-    run(&shop, order_id, request, command, StatusCode::OK).await
+    run(
+        &shop,
+        order_id,
+        request,
+        (value, fingerprint),
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn ship(
     State(shop): State<Arc<Shop>>,
     Path(order_id): Path<String>,
     request: RequestContext,
-    Body(command): Body<Ship>,
+    Body { value, fingerprint }: Body<Ship>,
 ) -> Result<Response, ApiError> {
-    run(&shop, order_id, request, command, StatusCode::OK).await
+    run(
+        &shop,
+        order_id,
+        request,
+        (value, fingerprint),
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn cancel(
     State(shop): State<Arc<Shop>>,
     Path(order_id): Path<String>,
     request: RequestContext,
-    Body(command): Body<Cancel>,
+    Body { value, fingerprint }: Body<Cancel>,
 ) -> Result<Response, ApiError> {
-    run(&shop, order_id, request, command, StatusCode::OK).await
+    run(
+        &shop,
+        order_id,
+        request,
+        (value, fingerprint),
+        StatusCode::OK,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

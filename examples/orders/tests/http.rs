@@ -20,6 +20,8 @@ use tower::ServiceExt;
 struct Reply {
     status: StatusCode,
     correlation_id: Option<String>,
+    /// Whether the reply says it answers a request sent before.
+    replayed: bool,
     body: Value,
 }
 
@@ -34,18 +36,33 @@ async fn call_with(
     body: Option<&str>,
     correlation_id: Option<&str>,
 ) -> Reply {
+    let headers: Vec<(&str, &str)> = correlation_id
+        .map(|id| ("x-correlation-id", id))
+        .into_iter()
+        .collect();
+    send(app, method, uri, body, &headers).await
+}
+
+async fn send(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut request = Request::builder().method(method).uri(uri);
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }
-    if let Some(id) = correlation_id {
-        request = request.header("x-correlation-id", id);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let request = request
         .body(Body::from(body.unwrap_or_default().to_owned()))
         .expect("a valid request");
     let response = app.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
     let correlation_id = response
         .headers()
         .get("x-correlation-id")
@@ -63,6 +80,7 @@ async fn call_with(
     Reply {
         status,
         correlation_id,
+        replayed,
         body,
     }
 }
@@ -136,7 +154,6 @@ async fn an_order_through_the_api() {
     .await;
     assert_eq!(added.status, StatusCode::OK, "{}", added.body);
     assert_eq!(added.body["version"], 2);
-    assert_eq!(added.body["attempts"], 1);
 
     // Bad input: 400 with a JSON error.
     for (uri, body) in [
@@ -399,4 +416,113 @@ async fn serve_answers_on_a_socket() {
     let _ = stop_server.send(());
     server.await.expect("server task").expect("server");
     projections.stop().await.expect("the runners stop cleanly");
+}
+
+/// `Idempotency-Key`: a POST sent again with the same key and body takes
+/// effect once and gets the original reply (also from 8 clients at once,
+/// and after later commands, when it would now be refused); the same key
+/// with another body is 422; without the header every POST is a new
+/// command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_post_take_effect_once() {
+    let (shop, projections) = open_shop().await;
+    let app = orders::http::router(Arc::clone(&shop));
+    let keyed = |key| [("idempotency-key", key)];
+
+    // Placing without an order id: the id comes from the key.
+    let ada = r#"{"customer_id": "ada"}"#;
+    let placed = send(&app, Method::POST, "/orders", Some(ada), &keyed("place-1")).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+    assert!(!placed.replayed);
+    let again = send(&app, Method::POST, "/orders", Some(ada), &keyed("place-1")).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert!(again.replayed);
+    assert_eq!(again.body, placed.body);
+    let order = placed.body["order_id"]
+        .as_str()
+        .expect("an order id")
+        .to_owned();
+    let items = format!("/orders/{order}/items");
+
+    let tea = r#"{"sku": "TEA-01", "quantity": 2, "unit_price_cents": 450}"#;
+    let added = send(&app, Method::POST, &items, Some(tea), &keyed("add-1")).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    let again = send(&app, Method::POST, &items, Some(tea), &keyed("add-1")).await;
+    assert_eq!((again.status, again.replayed), (StatusCode::OK, true));
+    assert_eq!(again.body, added.body);
+
+    // The same key with another body.
+    let mug = r#"{"sku": "MUG-02", "quantity": 1, "unit_price_cents": 1200}"#;
+    let reused = send(&app, Method::POST, &items, Some(mug), &keyed("add-1")).await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reused.body
+    );
+    assert_eq!(reused.body["error"], "idempotency_key_reused");
+
+    // 8 clients send one request at once.
+    let add_2 = keyed("add-2");
+    let sends = (0..8).map(|_| send(&app, Method::POST, &items, Some(mug), &add_2));
+    let replies = futures::future::join_all(sends).await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::OK),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(replies.iter().filter(|r| !r.replayed).count(), 1);
+    assert!(replies.iter().all(|r| r.body == replies[0].body));
+
+    // Without the header, each POST is a new command.
+    for _ in 0..2 {
+        let plain = call(&app, Method::POST, &items, Some(tea)).await;
+        assert_eq!(plain.status, StatusCode::OK, "{}", plain.body);
+    }
+
+    // Paid; sent again after the order shipped, paying would be refused:
+    // the original reply stands.
+    let amount = r#"{"amount_cents": 3900}"#;
+    let pay = format!("/orders/{order}/pay");
+    let paid = send(&app, Method::POST, &pay, Some(amount), &keyed("pay-1")).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let shipping = format!("/orders/{order}/ship");
+    let shipped = call(
+        &app,
+        Method::POST,
+        &shipping,
+        Some(r#"{"tracking_number": "TRK-9"}"#),
+    )
+    .await;
+    assert_eq!(shipped.status, StatusCode::OK, "{}", shipped.body);
+    let again = send(&app, Method::POST, &pay, Some(amount), &keyed("pay-1")).await;
+    assert_eq!(
+        (again.status, again.replayed),
+        (StatusCode::OK, true),
+        "{}",
+        again.body
+    );
+    assert_eq!(again.body, paid.body);
+
+    let stream = order_stream(&order).expect("a valid order id");
+    let events = shop
+        .store()
+        .read_stream(&stream, es_core::StreamRead::forward())
+        .await
+        .expect("reading the order");
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "OrderPlaced",
+            "ItemAdded",
+            "ItemAdded",
+            "ItemAdded",
+            "ItemAdded",
+            "OrderPaid",
+            "OrderShipped"
+        ],
+        "each keyed request took effect once, each plain one every time"
+    );
+    projections.stop().await.expect("stopping the projections");
 }

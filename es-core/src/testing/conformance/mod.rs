@@ -11,9 +11,11 @@
     reason = "every function here is a test case that panics on failure"
 )]
 
+mod commands;
 mod repository;
 mod round_trip;
 
+pub use commands::*;
 pub use repository::*;
 pub use round_trip::*;
 

@@ -22,24 +22,24 @@ use crate::{
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Opened {
+pub(super) struct Opened {
     owner: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Deposited {
-    cents: u64,
+pub(super) struct Deposited {
+    pub(super) cents: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Withdrawn {
+pub(super) struct Withdrawn {
     cents: u64,
 }
 
 /// The account's events, stored as `AccountOpened`, `AccountDeposited` and
 /// `AccountWithdrawn`, schema version 1.
 #[derive(Debug, Clone, PartialEq)]
-enum AccountEvent {
+pub(super) enum AccountEvent {
     Opened(Opened),
     Deposited(Deposited),
     Withdrawn(Withdrawn),
@@ -88,9 +88,9 @@ impl Event for AccountEvent {
 
 /// A bank account, snapshotted every 10 events in format version 2.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Account {
-    owner: Option<String>,
-    balance: u64,
+pub(super) struct Account {
+    pub(super) owner: Option<String>,
+    pub(super) balance: u64,
 }
 
 impl Aggregate for Account {
@@ -120,14 +120,14 @@ impl Aggregate for Account {
     }
 }
 
-struct Open(&'static str);
-struct Deposit(u64);
+pub(super) struct Open(pub(super) &'static str);
+pub(super) struct Deposit(pub(super) u64);
 /// One deposit per amount, in one append.
 struct DepositEach(Vec<u64>);
-struct Withdraw(u64);
+pub(super) struct Withdraw(pub(super) u64);
 
 #[derive(Debug, PartialEq, thiserror::Error)]
-enum AccountError {
+pub(super) enum AccountError {
     #[error("the account is already open")]
     AlreadyOpen,
     #[error("the account is not open")]
@@ -209,6 +209,10 @@ impl<S: EventStore> EventStore for Interfering<S> {
                 .await?;
         }
         self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_events(ids).await
     }
 
     async fn read_stream(
@@ -305,11 +309,11 @@ impl tracing::Subscriber for Warnings {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-fn account(id: &str) -> StreamId {
+pub(super) fn account(id: &str) -> StreamId {
     Account::stream_id(id).expect("test account ids are valid")
 }
 
-async fn stored<S: EventStore>(store: &S, id: &StreamId) -> Vec<RecordedEvent> {
+pub(super) async fn stored<S: EventStore>(store: &S, id: &StreamId) -> Vec<RecordedEvent> {
     store
         .read_stream(id, StreamRead::forward())
         .await
@@ -317,7 +321,7 @@ async fn stored<S: EventStore>(store: &S, id: &StreamId) -> Vec<RecordedEvent> {
 }
 
 /// Opens the account of `id` for "ada" and deposits `cents`: version 2.
-async fn open_with<S: EventStore + SnapshotStore>(
+pub(super) async fn open_with<S: EventStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     id: &StreamId,
     cents: u64,
@@ -547,19 +551,21 @@ pub async fn repository_new_events_carry_correlation_and_causation<
 ) {
     let repo = Repository::<Account, _>::new(store);
     let id = account("1");
-    let command_id = Uuid::now_v7();
-    let context = CommandContext::for_command(command_id)
-        .with_correlation_id("req-7")
-        .with_actor("teller-3");
-    repo.execute(&id, &Open("ada"), &context)
+    let context = |command_id| {
+        CommandContext::for_command(command_id)
+            .with_correlation_id("req-7")
+            .with_actor("teller-3")
+    };
+    let (open, deposits) = (Uuid::now_v7(), Uuid::now_v7());
+    repo.execute(&id, &Open("ada"), &context(open))
         .await
         .expect("opening the account");
-    repo.execute(&id, &DepositEach(vec![1, 2, 3]), &context)
+    repo.execute(&id, &DepositEach(vec![1, 2, 3]), &context(deposits))
         .await
         .expect("three deposits");
     let events = stored(repo.store(), &id).await;
     assert_eq!(events.len(), 4);
-    for event in &events {
+    for (event, command_id) in events.iter().zip([open, deposits, deposits, deposits]) {
         let meta = &event.metadata;
         assert_eq!(meta.correlation_id.as_deref(), Some("req-7"));
         assert_eq!(meta.causation_id, Some(command_id));
@@ -568,7 +574,7 @@ pub async fn repository_new_events_carry_correlation_and_causation<
 
     // A reaction to the opening: caused by it, same flow.
     let opened = &events[0];
-    let reaction = CommandContext::caused_by(opened);
+    let reaction = CommandContext::caused_by(opened, "welcome_bonus");
     repo.execute(&id, &Deposit(5), &reaction)
         .await
         .expect("the reaction's deposit");
