@@ -1,5 +1,6 @@
 //! The command path against PostgreSQL: a long stream loads from its latest
-//! snapshot plus a short tail, and a cached aggregate costs no replay. The
+//! snapshot plus a short tail, a cached aggregate costs no replay, and a
+//! command id costs no round trip. The
 //! repository rules every store shares are in the conformance suite
 //! (`conformance.rs`).
 
@@ -15,8 +16,9 @@ use es_core::{
     ExpectedVersion, FeedFilter, NewEvent, On, Position, RecordedEvent, Repository, Snapshot,
     SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
 };
-use es_postgres::PgEventStore;
+use es_postgres::{PgEventStore, PgStoreOptions};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,5 +221,100 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
             .expect("command");
         assert_eq!(outcome.stream_version, 1101);
         assert_eq!(outcome.events_read, 100);
+    });
+}
+
+/// A new command with a command id costs what one without does: one
+/// statement, its append, on a cached state. Recognizing it when it is sent
+/// again costs the append's replay and one read by id. Counted on the wire.
+#[test]
+fn a_new_keyed_command_costs_no_extra_round_trip() {
+    runtime().block_on(async {
+        let (url, pool) = common::fresh_pool(2).await;
+        let store = PgEventStore::new(pool, PgStoreOptions::default());
+        store.migrate().await.expect("migrating");
+        let (options, counts) = common::proxy::start(&url).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .expect("connecting through the proxy");
+        let repo = Repository::<Meter, _>::new(PgEventStore::new(pool, PgStoreOptions::default()));
+        let meter = Meter::stream_id(Uuid::now_v7()).expect("valid id");
+        let record = RecordReadings { count: 2 };
+        // Warm up: the state in the cache, every statement prepared.
+        repo.execute(&meter, &record, &CommandContext::new())
+            .await
+            .expect("a first command");
+        repo.store()
+            .read_events(&[Uuid::nil()])
+            .await
+            .expect("a read by id");
+        // Statements on the wire, each its own round trip. (The proxy's
+        // count of `Sync` messages is not used: sqlx sends one of them after
+        // the reply, so it can fall on either side of a reset.)
+        let wire = || {
+            let (executes, _, queries) = counts.get();
+            executes + queries
+        };
+
+        // The first append also started the store's sweep of ended
+        // listeners, in a task of its own (then not again for a minute):
+        // wait until the wire is quiet.
+        let mut seen = wire();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if wire() == seen {
+                break;
+            }
+            seen = wire();
+        }
+
+        counts.reset();
+        for _ in 0..10 {
+            repo.execute(&meter, &record, &CommandContext::new())
+                .await
+                .expect("a command without an id");
+        }
+        let unkeyed = wire();
+        assert_eq!(unkeyed, 10, "one statement per command: its append");
+
+        counts.reset();
+        let mut last = CommandContext::new();
+        for _ in 0..10 {
+            last = CommandContext::for_command(Uuid::now_v7());
+            let outcome = repo
+                .execute(&meter, &record, &last)
+                .await
+                .expect("a keyed command");
+            assert!(!outcome.already_applied);
+        }
+        assert_eq!(
+            wire(),
+            unkeyed,
+            "a command id adds no statement and no round trip"
+        );
+
+        counts.reset();
+        repo.store()
+            .read_events(&[Uuid::nil()])
+            .await
+            .expect("a read by id");
+        let read_by_id = wire();
+        counts.reset();
+        let again = repo
+            .execute(&meter, &record, &last)
+            .await
+            .expect("sent again");
+        assert!(again.already_applied);
+        assert_eq!(read_by_id, 1);
+        // The append runs twice, as every replay does (its first run skips
+        // the id lookup and meets the unique index), then one read by id.
+        assert_eq!(
+            wire(),
+            3,
+            "sent again: the append's replay, then a read by id"
+        );
     });
 }
