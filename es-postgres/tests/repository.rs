@@ -11,10 +11,10 @@ use common::runtime;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use es_core::testing::hooked::{Hooked, Hooks};
 use es_core::{
-    Aggregate, AppendResult, CommandContext, Decide, Event, EventStore, EventStream,
-    ExpectedVersion, FeedFilter, NewEvent, On, Position, RecordedEvent, Repository, Snapshot,
-    SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
+    Aggregate, CommandContext, Decide, Event, EventStore, ExpectedVersion, NewEvent, On,
+    RecordedEvent, Repository, SnapshotStore,
 };
 use es_postgres::{PgEventStore, PgStoreOptions};
 use serde::{Deserialize, Serialize};
@@ -66,70 +66,20 @@ impl Decide<RecordReadings> for Meter {
 }
 
 /// Counts the events the store hands out from streams.
-#[derive(Clone)]
-struct Counting {
-    inner: PgEventStore,
-    events_read: Arc<AtomicUsize>,
-}
+#[derive(Clone, Default)]
+struct CountReads(Arc<AtomicUsize>);
 
-impl Counting {
-    fn take_count(&self) -> usize {
-        self.events_read.swap(0, Ordering::SeqCst)
+impl Hooks<PgEventStore> for CountReads {
+    fn after_read_stream(&self, events: &[RecordedEvent]) {
+        self.0.fetch_add(events.len(), Ordering::SeqCst);
     }
 }
 
-#[async_trait::async_trait]
-impl EventStore for Counting {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
+type Counting = Hooked<PgEventStore, CountReads>;
 
-    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_events(ids).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        read: StreamRead,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let events = self.inner.read_stream(stream, read).await?;
-        self.events_read.fetch_add(events.len(), Ordering::SeqCst);
-        Ok(events)
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        filter: &FeedFilter,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, filter, limit).await
-    }
-
-    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
-        self.inner.subscribe(after, filter)
-    }
-
-    fn limits(&self) -> StoreLimits {
-        self.inner.limits()
-    }
-}
-
-#[async_trait::async_trait]
-impl SnapshotStore for Counting {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
+/// The events read from streams since the last call.
+fn take_count(store: &Counting) -> usize {
+    store.hooks.0.swap(0, Ordering::SeqCst)
 }
 
 /// The sum of 1..=n.
@@ -140,10 +90,7 @@ fn triangle(n: u64) -> u64 {
 #[test]
 fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
     runtime().block_on(async {
-        let store = Counting {
-            inner: common::fresh_store().await,
-            events_read: Arc::default(),
-        };
+        let store = Hooked::new(common::fresh_store().await, CountReads::default());
         let writer = Repository::<Meter, _>::new(store.clone());
         let meter = Meter::stream_id(Uuid::now_v7()).expect("valid id");
         let context = CommandContext::new().with_correlation_id("readings");
@@ -162,7 +109,7 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
                 .expect("command");
             assert_eq!(outcome.events_read, 0, "a cached state reads nothing");
         }
-        assert_eq!(store.take_count(), 0, "the writer never replayed");
+        assert_eq!(take_count(&store), 0, "the writer never replayed");
         let snapshot = store
             .load_snapshot(&meter)
             .await
@@ -176,7 +123,7 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
         assert_eq!(loaded.snapshot_version, Some(1000));
         assert_eq!(loaded.version, 1000);
         assert_eq!(loaded.events_read, 0);
-        assert_eq!(store.take_count(), 0);
+        assert_eq!(take_count(&store), 0);
         assert_eq!(loaded.state.readings, 1000);
         assert_eq!(loaded.state.total, 99 * triangle(10) + 10);
 
@@ -197,7 +144,7 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
         assert_eq!(loaded.snapshot_version, Some(1000));
         assert_eq!(loaded.version, 1099);
         assert_eq!(loaded.events_read, 99);
-        assert!(store.take_count() <= 100);
+        assert!(take_count(&store) <= 100);
         assert_eq!(loaded.state.total, 99 * triangle(10) + 10 + triangle(99));
 
         // A command on a fresh repository: snapshot, then the 99-event tail.
@@ -208,7 +155,7 @@ fn a_long_stream_loads_from_its_snapshot_and_a_short_tail() {
             .expect("command");
         assert_eq!(outcome.stream_version, 1100);
         assert!(outcome.events_read <= 100, "{}", outcome.events_read);
-        assert!(store.take_count() <= 100);
+        assert!(take_count(&store) <= 100);
         // The append crossed 1,100: a new snapshot.
         let snapshot = store.load_snapshot(&meter).await.expect("snapshot");
         assert_eq!(snapshot.map(|s| s.version), Some(1100));

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use es_core::testing::hooked::{Hooked, Hooks};
 use es_core::{
-    Aggregate, AppendResult, CommandContext, CommandError, Decide, Event, EventStore, EventStream,
-    ExpectedVersion, FeedFilter, NewEvent, On, Position, RecordedEvent, Repository, Snapshot,
-    SnapshotStore, StoreError, StoreLimits, StreamId, StreamRead,
+    Aggregate, AppendResult, CommandContext, CommandError, Decide, Event, EventStore,
+    ExpectedVersion, FeedFilter, NewEvent, On, Position, RecordedEvent, Repository, StoreError,
+    StreamId,
 };
 use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
@@ -258,70 +259,25 @@ impl Decide<Deposit> for Account {
     }
 }
 
-/// A store whose next append commits and then loses its reply: the server
-/// is stopped right after the commit and the caller gets a transient error,
-/// as when a connection drops between the commit and its acknowledgement.
-#[derive(Clone)]
-struct LosesReply {
-    inner: PgEventStore,
-    server: Arc<local::LocalPostgres>,
-}
+/// Loses the reply of every append that commits: the server is stopped
+/// right after the commit and the caller gets a transient error, as when a
+/// connection drops between the commit and its acknowledgement.
+struct LoseReply(Arc<local::LocalPostgres>);
 
 #[async_trait::async_trait]
-impl EventStore for LosesReply {
-    async fn append(
+impl Hooks<PgEventStore> for LoseReply {
+    async fn after_append(
         &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        _: &PgEventStore,
+        result: Result<AppendResult, StoreError>,
     ) -> Result<AppendResult, StoreError> {
-        let result = self.inner.append(stream, expected, events).await?;
+        let result = result?;
         assert!(!result.idempotent_replay, "the first append writes");
-        self.server.stop().await.expect("stopping the server");
+        self.0.stop().await.expect("stopping the server");
         Err(StoreError::backend(
             "append",
             "the connection closed before the reply",
         ))
-    }
-
-    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_events(ids).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        read: StreamRead,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, read).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        filter: &FeedFilter,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, filter, limit).await
-    }
-
-    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
-        self.inner.subscribe(after, filter)
-    }
-
-    fn limits(&self) -> StoreLimits {
-        self.inner.limits()
-    }
-}
-
-#[async_trait::async_trait]
-impl SnapshotStore for LosesReply {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
     }
 }
 
@@ -348,10 +304,10 @@ fn a_command_whose_reply_was_lost_takes_effect_once_after_a_restart() {
         let account = Account::stream_id("1").expect("a valid id");
         let context = CommandContext::for_command(Uuid::now_v7());
 
-        let losing = Repository::<Account, _>::new(LosesReply {
-            inner: store.clone(),
-            server: Arc::clone(&server),
-        });
+        let losing = Repository::<Account, _>::new(Hooked::new(
+            store.clone(),
+            LoseReply(Arc::clone(&server)),
+        ));
         let lost = losing.execute(&account, &Deposit(5), &context).await;
         match lost {
             Err(CommandError::Store(error)) => assert!(error.is_transient(), "{error:?}"),

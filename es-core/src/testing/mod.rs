@@ -22,6 +22,7 @@ use std::time::Duration;
 
 pub mod conformance;
 pub mod given;
+pub mod hooked;
 
 /// How long one conformance case may run.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::__private::{payload, unknown_event_type, unsupported_version};
+use crate::testing::hooked::{Hooked, Hooks};
 use crate::{
-    Aggregate, AppendResult, CommandContext, CommandError, Decide, DecodeError, Event, EventStore,
-    EventStream, ExpectedVersion, FeedFilter, FeedPage, NewEvent, Position, RecordedEvent,
-    Repository, RepositoryOptions, Snapshot, SnapshotPolicy, SnapshotStore, StoreError,
-    StoreLimits, StreamId, StreamRead,
+    Aggregate, CommandContext, CommandError, Decide, DecodeError, Event, EventStore,
+    ExpectedVersion, NewEvent, RecordedEvent, Repository, RepositoryOptions, Snapshot,
+    SnapshotPolicy, SnapshotStore, StoreError, StreamId, StreamRead,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,77 +187,20 @@ impl Decide<Withdraw> for Account {
     }
 }
 
-/// A store that, while `interfere` is set, lets another writer append a
-/// deposit of 1 cent to the stream just before each append.
-struct Interfering<S> {
-    inner: S,
-    interfere: AtomicBool,
-}
+/// While set, lets another writer append a deposit of 1 cent to the stream
+/// just before each append.
+struct Interference(AtomicBool);
 
 #[async_trait::async_trait]
-impl<S: EventStore> EventStore for Interfering<S> {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        if self.interfere.load(Ordering::SeqCst) {
+impl<S: EventStore> Hooks<S> for Interference {
+    async fn before_append(&self, inner: &S, stream: &StreamId) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
             let other = NewEvent::new(DEPOSITED, json!({ "cents": 1 }));
-            self.inner
+            inner
                 .append(stream, ExpectedVersion::Any, vec![other])
                 .await?;
         }
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_events(ids).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        read: StreamRead,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, read).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        filter: &FeedFilter,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, filter, limit).await
-    }
-
-    async fn read_feed(
-        &self,
-        after: Position,
-        filter: &FeedFilter,
-        limit: usize,
-    ) -> Result<FeedPage, StoreError> {
-        self.inner.read_feed(after, filter, limit).await
-    }
-
-    fn subscribe(&self, after: Position, filter: FeedFilter) -> EventStream {
-        self.inner.subscribe(after, filter)
-    }
-
-    fn limits(&self) -> StoreLimits {
-        self.inner.limits()
-    }
-}
-
-#[async_trait::async_trait]
-impl<S: SnapshotStore> SnapshotStore for Interfering<S> {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
+        Ok(())
     }
 }
 
@@ -517,15 +460,12 @@ pub async fn repository_conflicts_are_retried_a_bounded_number_of_times<
 >(
     store: S,
 ) {
-    let store = Interfering {
-        inner: store,
-        interfere: AtomicBool::new(false),
-    };
+    let store = Hooked::new(store, Interference(AtomicBool::new(false)));
     let options = RepositoryOptions::default().max_retries(2);
     let repo = Repository::<Account, _>::with_options(store, options);
     let id = account("1");
     open_with(&repo, &id, 100).await;
-    repo.store().interfere.store(true, Ordering::SeqCst);
+    repo.store().hooks.0.store(true, Ordering::SeqCst);
     let error = repo
         .execute(&id, &Deposit(7), &CommandContext::new())
         .await
@@ -537,7 +477,7 @@ pub async fn repository_conflicts_are_retried_a_bounded_number_of_times<
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    repo.store().interfere.store(false, Ordering::SeqCst);
+    repo.store().hooks.0.store(false, Ordering::SeqCst);
     // Three interfering deposits of 1 cent landed, ours did not.
     let loaded = repo.load(&id).await.expect("loading the account");
     assert_eq!(loaded.state.balance, 103);
