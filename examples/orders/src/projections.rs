@@ -108,16 +108,9 @@ impl Handle<ItemAdded, PgConnection> for OrderSummaries {
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let line = Line {
-            quantity: added.quantity,
-            unit_price_cents: added.unit_price_cents,
-        };
-        let change = SummaryChange {
-            units: i64::from(added.quantity),
-            total_cents: cents(line.total_cents())?,
-            ..SummaryChange::default()
-        };
-        change.apply(envelope, tx).await
+        SummaryChange::line(added.quantity, added.unit_price_cents, 1)?
+            .apply(envelope, tx)
+            .await
     }
 }
 
@@ -128,16 +121,9 @@ impl Handle<ItemRemoved, PgConnection> for OrderSummaries {
         envelope: &RecordedEvent,
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        let line = Line {
-            quantity: removed.quantity,
-            unit_price_cents: removed.unit_price_cents,
-        };
-        let change = SummaryChange {
-            units: -i64::from(removed.quantity),
-            total_cents: -cents(line.total_cents())?,
-            ..SummaryChange::default()
-        };
-        change.apply(envelope, tx).await
+        SummaryChange::line(removed.quantity, removed.unit_price_cents, -1)?
+            .apply(envelope, tx)
+            .await
     }
 }
 
@@ -208,6 +194,20 @@ struct SummaryChange {
 }
 
 impl SummaryChange {
+    /// A line of `quantity` units at `unit_price_cents` added (`sign` 1) or
+    /// removed (`sign` -1).
+    fn line(quantity: u32, unit_price_cents: u64, sign: i64) -> Result<Self, BoxError> {
+        let line = Line {
+            quantity,
+            unit_price_cents,
+        };
+        Ok(Self {
+            units: sign * i64::from(quantity),
+            total_cents: sign * cents(line.total_cents())?,
+            ..Self::default()
+        })
+    }
+
     /// Applies the change to the summary of `envelope`'s order, which must
     /// exist.
     async fn apply(self, envelope: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
