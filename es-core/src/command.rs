@@ -198,16 +198,6 @@ impl CommandContext {
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
-
-    /// The id of the event at `index` of the events this command appends to
-    /// `stream`: derived from the command id, or a fresh random one.
-    #[must_use]
-    pub fn event_id(&self, stream: &StreamId, index: u32) -> Uuid {
-        match self.command_id {
-            Some(command_id) => command_event_id(command_id, stream, index),
-            None => Uuid::now_v7(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -254,16 +244,13 @@ mod tests {
     }
 
     #[test]
-    fn only_contexts_with_a_command_id_derive_event_ids() {
-        let stream = StreamId::new("Order-1").expect("valid");
+    fn contexts_carry_a_command_id_only_when_given_one() {
         let command = Uuid::from_u128(7);
-        let keyed = CommandContext::for_command(command);
         assert_eq!(
-            keyed.event_id(&stream, 3),
-            command_event_id(command, &stream, 3)
+            CommandContext::for_command(command).command_id(),
+            Some(command)
         );
-        let fresh = CommandContext::new();
-        assert_ne!(fresh.event_id(&stream, 0), fresh.event_id(&stream, 0));
+        assert_eq!(CommandContext::new().command_id(), None);
         let kept = CommandContext::from_metadata(Metadata::default()).with_command_id(command);
         assert_eq!(kept.command_id(), Some(command));
     }

@@ -527,7 +527,7 @@ where
                 _ => break,
             }
         }
-        found.sort_by_key(|event| event.version);
+        // In feed order, which within one stream is version order.
         let Some(last) = found.last() else {
             return Ok(None);
         };
@@ -593,7 +593,9 @@ where
             .zip(events)
             .map(|(index, event)| {
                 let mut new = event.encode()?.with_metadata(context.metadata().clone());
-                new.event_id = context.event_id(stream, index);
+                if let Some(command_id) = context.command_id() {
+                    new.event_id = command_event_id(command_id, stream, index);
+                }
                 Ok(new)
             })
             .collect()

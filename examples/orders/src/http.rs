@@ -90,11 +90,11 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/events", get(order_events))
-        .route("/orders/{id}/items", post(add_item))
+        .route("/orders/{id}/items", post(order_command::<AddItem>))
         .route("/orders/{id}/items/{sku}", delete(remove_item))
-        .route("/orders/{id}/pay", post(pay))
-        .route("/orders/{id}/ship", post(ship))
-        .route("/orders/{id}/cancel", post(cancel))
+        .route("/orders/{id}/pay", post(order_command::<Pay>))
+        .route("/orders/{id}/ship", post(order_command::<Ship>))
+        .route("/orders/{id}/cancel", post(order_command::<Cancel>))
         .route("/customers", get(list_customers))
         .route("/customers/{id}", get(get_customer))
         .route("/projections", get(projection_status))
@@ -417,20 +417,20 @@ async fn place_order(
     .await
 }
 
-async fn add_item(
+/// A command with a JSON body on order `{id}`: add an item, pay, ship,
+/// cancel.
+async fn order_command<C>(
     State(shop): State<Arc<Shop>>,
     Path(order_id): Path<String>,
     request: RequestContext,
-    Body { value, fingerprint }: Body<AddItem>,
-) -> Result<Response, ApiError> {
-    run(
-        &shop,
-        order_id,
-        request,
-        (value, fingerprint),
-        StatusCode::OK,
-    )
-    .await
+    Body { value, fingerprint }: Body<C>,
+) -> Result<Response, ApiError>
+where
+    Order: Decide<C, Error = OrderError>,
+    C: DeserializeOwned + Send + Sync,
+{
+    let command = (value, fingerprint);
+    run(&shop, order_id, request, command, StatusCode::OK).await
 }
 
 async fn remove_item(
@@ -440,54 +440,6 @@ async fn remove_item(
 ) -> Result<Response, ApiError> {
     let command = (RemoveItem { sku }, fingerprint(b""));
     run(&shop, order_id, request, command, StatusCode::OK).await
-}
-
-async fn pay(
-    State(shop): State<Arc<Shop>>,
-    Path(order_id): Path<String>,
-    request: RequestContext,
-    Body { value, fingerprint }: Body<Pay>,
-) -> Result<Response, ApiError> {
-    run(
-        &shop,
-        order_id,
-        request,
-        (value, fingerprint),
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn ship(
-    State(shop): State<Arc<Shop>>,
-    Path(order_id): Path<String>,
-    request: RequestContext,
-    Body { value, fingerprint }: Body<Ship>,
-) -> Result<Response, ApiError> {
-    run(
-        &shop,
-        order_id,
-        request,
-        (value, fingerprint),
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn cancel(
-    State(shop): State<Arc<Shop>>,
-    Path(order_id): Path<String>,
-    request: RequestContext,
-    Body { value, fingerprint }: Body<Cancel>,
-) -> Result<Response, ApiError> {
-    run(
-        &shop,
-        order_id,
-        request,
-        (value, fingerprint),
-        StatusCode::OK,
-    )
-    .await
 }
 
 #[derive(Debug, Deserialize)]
