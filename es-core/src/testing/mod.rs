@@ -134,6 +134,7 @@ macro_rules! conformance_suite {
             repository_same_command_from_8_tasks_takes_effect_once,
             repository_refused_or_unkeyed_commands_are_decided_again,
             repository_redelivered_event_reaction_takes_effect_once,
+            repository_command_whose_reply_was_lost_takes_effect_once,
         }
     };
 }

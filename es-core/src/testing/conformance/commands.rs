@@ -1,6 +1,8 @@
 //! Command conformance: a command with a command id takes effect once,
 //! however many times it is sent, and every sender gets its first outcome.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::future::join_all;
 use uuid::Uuid;
 
@@ -8,7 +10,11 @@ use super::repository::{
     Account, AccountError, AccountEvent, Deposit, Deposited, Open, Withdraw, account, open_with,
     stored,
 };
-use crate::{CommandContext, CommandOutcome, Decide, EventStore, Repository, SnapshotStore};
+use crate::testing::hooked::{Hooked, Hooks};
+use crate::{
+    AppendResult, CommandContext, CommandError, CommandOutcome, Decide, EventStore, Repository,
+    SnapshotStore, StoreError,
+};
 
 /// Deposits the current balance again, one cent per event (at least one):
 /// sent again after it was applied, it decides more events than the first
@@ -232,4 +238,61 @@ pub async fn repository_redelivered_event_reaction_takes_effect_once<
             .iter()
             .all(|e| e.metadata.causation_id == Some(opened.event_id))
     );
+}
+
+/// Loses the reply of the next append that writes: the caller gets a
+/// transient error although the events were stored.
+struct LoseNextReply(AtomicBool);
+
+#[async_trait::async_trait]
+impl<S: EventStore> Hooks<S> for LoseNextReply {
+    async fn after_append(
+        &self,
+        _: &S,
+        result: Result<AppendResult, StoreError>,
+    ) -> Result<AppendResult, StoreError> {
+        match result {
+            Ok(written) if !written.idempotent_replay && self.0.swap(false, Ordering::SeqCst) => {
+                Err(StoreError::backend(
+                    "append",
+                    "the connection closed before the reply",
+                ))
+            }
+            other => other,
+        }
+    }
+}
+
+/// A command whose append was stored but whose reply was lost is sent
+/// again by a process that never saw it: it takes effect once and gets the
+/// first outcome.
+pub async fn repository_command_whose_reply_was_lost_takes_effect_once<
+    S: EventStore + SnapshotStore + Clone,
+>(
+    store: S,
+) {
+    let id = account("1");
+    open_with(&Repository::<Account, _>::new(store.clone()), &id, 10).await;
+    let losing = Repository::<Account, _>::new(Hooked::new(
+        store.clone(),
+        LoseNextReply(AtomicBool::new(true)),
+    ));
+    let context = keyed(7);
+    match losing.execute(&id, &Withdraw(10), &context).await {
+        Err(CommandError::Store(error)) => assert!(error.is_transient(), "{error:?}"),
+        other => panic!("expected a lost reply, got {other:?}"),
+    }
+    // The withdrawal is stored: sent again, it would now be refused.
+    let retried = Repository::<Account, _>::new(store.clone())
+        .execute(&id, &Withdraw(10), &context)
+        .await
+        .expect("sent again");
+    assert!(retried.already_applied);
+    assert_eq!(retried.stream_version, 3);
+    assert_eq!(
+        retried.event_ids,
+        [crate::command_event_id(Uuid::from_u128(7), &id, 0)]
+    );
+    let events = stored(&store, &id).await;
+    assert_eq!(events.len(), 3, "the withdrawal took effect once");
 }
