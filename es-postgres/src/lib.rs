@@ -26,6 +26,13 @@
 //! observable position and lag ([`PgEventStore::projection_statuses`]); [`ProjectionRunner::spawn`]
 //! returns a [`ProjectionHandle`] that stops, inspects and rebuilds it.
 //!
+//! Operators' questions have answers without knowing the tables: what the
+//! store holds ([`PgEventStore::summary`], [`PgEventStore::streams`],
+//! [`PgEventStore::head`], [`PgEventStore::recent_activity`]), what holds
+//! the feed back ([`PgEventStore::feed_lag`]), which migrations are pending
+//! ([`PgEventStore::pending_migrations`]). The `es` tool and its web
+//! console (crate `es-cli`) are built on them.
+//!
 //! The command path works on [`PgEventStore`] as on any store: a
 //! [`Repository`](es_core::Repository) over it loads aggregates from their
 //! latest snapshot and tail, and appends with optimistic concurrency.
@@ -74,6 +81,7 @@
 //! `examples/orders` in the repository is a complete service on this crate:
 //! an aggregate, upcasting, snapshots, two read models and an HTTP API.
 
+pub mod catalog;
 mod convert;
 mod data;
 mod error;
@@ -84,11 +92,12 @@ mod options;
 pub mod projection;
 mod store;
 
+pub use catalog::{Activity, CategorySummary, MinuteCount, StoreSummary, StreamSummary};
 pub use lag::{FeedLag, OldestTransaction};
 pub use migrate::MigrateError;
 pub use options::{InvalidSchemaName, PgStoreOptions};
 pub use projection::{
-    AtLeastOnce, ErrorPolicy, ExactlyOnce, OnFailure, ParkedEvent, ProjectionError,
+    AtLeastOnce, ErrorPolicy, ExactlyOnce, LeaseHolder, OnFailure, ParkedEvent, ProjectionError,
     ProjectionHandle, ProjectionRunner, ProjectionState, ProjectionStatus, RunnerOptions,
 };
 pub use store::PgEventStore;

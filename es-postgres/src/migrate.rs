@@ -87,3 +87,30 @@ pub(crate) async fn run(pool: &PgPool, options: &PgStoreOptions) -> Result<(), M
     }
     result
 }
+
+/// The embedded migrations not yet applied to the store's schema, as
+/// `version description`, oldest first: all of them when the schema holds
+/// no store.
+pub(crate) async fn pending(
+    pool: &PgPool,
+    options: &PgStoreOptions,
+) -> Result<Vec<String>, sqlx::Error> {
+    let schema = options.schema();
+    let table = format!("\"{schema}\"._sqlx_migrations");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&table)
+        .fetch_one(pool)
+        .await?;
+    let applied: Vec<i64> = if exists {
+        sqlx::query_scalar(&format!("SELECT version FROM {table} WHERE success"))
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect())
+}

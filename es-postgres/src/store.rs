@@ -11,8 +11,8 @@ use es_core::{
     Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamId,
     StreamRead,
 };
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::PgStoreOptions;
@@ -92,13 +92,33 @@ impl PgEventStore {
     /// idempotent by event id, and subscriptions and projection runners
     /// retry reads. A pool of your own (see [`PgEventStore::new`]) works too.
     ///
+    /// Sessions report the program's name as `application_name` unless
+    /// `url` sets one, so that an operator sees whose session holds a
+    /// projection's lease or the feed's horizon.
+    ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] when the server cannot be reached.
     pub async fn connect(url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url)
+        let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::backend("connect", e))?
             .options([("jit", "off")]);
+        // Sessions name their program (unless the URL does), so that an
+        // operator can tell whose session holds a lease or the feed.
+        if connect.get_application_name().is_none()
+            && let Some(program) = program_name()
+        {
+            connect = connect.application_name(&program);
+        }
+        // One session first, on its own: a wrong address, password or
+        // database fails here at once with the server's reason, where the
+        // pool would retry until its timeout and report only that.
+        PgConnection::connect_with(&connect)
+            .await
+            .map_err(|e| StoreError::backend("connect", e))?
+            .close()
+            .await
+            .map_err(|e| StoreError::backend("connect", e))?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .test_before_acquire(false)
@@ -117,6 +137,19 @@ impl PgEventStore {
     /// differ from the embedded ones.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         migrate::run(&self.inner.pool, &self.inner.options).await
+    }
+
+    /// The migrations that [`migrate`](Self::migrate) would apply, as
+    /// `version description`, oldest first: all of them when the schema
+    /// holds no store yet, none when it is up to date.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the server cannot be asked.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        migrate::pending(&self.inner.pool, &self.inner.options)
+            .await
+            .map_err(|e| crate::error::read_error("read the applied migrations", e))
     }
 
     /// The connection pool.
@@ -380,4 +413,10 @@ impl SnapshotStore for PgEventStore {
         )
         .await
     }
+}
+
+/// This process's program name, as sessions report it.
+fn program_name() -> Option<String> {
+    let path = std::env::current_exe().ok()?;
+    Some(path.file_stem()?.to_string_lossy().into_owned())
 }

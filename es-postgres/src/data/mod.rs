@@ -3,6 +3,7 @@
 //! typed values, with out-of-range values as typed errors. The code above
 //! (`store.rs`, `projection/`, `notify.rs`) holds only control flow.
 
+pub(crate) mod catalog;
 pub(crate) mod events;
 pub(crate) mod feed;
 pub(crate) mod listeners;
@@ -13,6 +14,7 @@ pub(crate) mod snapshots;
 /// Every statement of one schema, built once per store.
 #[derive(Debug)]
 pub(crate) struct Statements {
+    pub(crate) catalog: catalog::Statements,
     pub(crate) events: events::Statements,
     pub(crate) feed: feed::Statements,
     pub(crate) snapshots: snapshots::Statements,
@@ -23,6 +25,7 @@ pub(crate) struct Statements {
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
         Self {
+            catalog: catalog::Statements::new(schema),
             events: events::Statements::new(schema),
             feed: feed::Statements::new(schema),
             snapshots: snapshots::Statements::new(schema),

@@ -73,7 +73,7 @@ pub(crate) struct Statements {
     request_rebuild: String,
     rows: String,
     lag: String,
-    lease_held: String,
+    lease_holder: String,
     parked: String,
     discard: String,
     retry_requested: String,
@@ -133,10 +133,12 @@ impl Statements {
                  WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2) \
                  AND (cardinality($3::text[]) = 0 OR event_type = ANY($3))"
             ),
-            lease_held: "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' \
-                 AND granted \
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 AND ((classid::bigint << 32) | objid::bigint) = $1 AND objsubid = 1)"
+            lease_holder: "SELECT l.pid, a.application_name, host(a.client_addr) AS client_addr, \
+                 a.backend_start FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 AND l.objsubid = 1 \
+                 LIMIT 1"
                 .to_owned(),
             parked: format!(
                 "SELECT {letter} FROM {dead} WHERE projection = $1 ORDER BY tx_id, seq"
@@ -464,16 +466,41 @@ pub(crate) async fn lag(
     convert::unsigned(lag, "the lag").map_err(|reason| corrupt(name, "lag", reason))
 }
 
-/// Whether a runner holds projection `name`'s lease right now.
-pub(crate) async fn lease_held(
+/// The session holding projection `name`'s lease right now, if any.
+pub(crate) async fn lease_holder(
     pool: &PgPool,
     statements: &Statements,
     name: &str,
-) -> Result<bool, Failed> {
-    Ok(sqlx::query_scalar(&statements.lease_held)
+) -> Result<Option<LeaseHolder>, Failed> {
+    let row = sqlx::query(&statements.lease_holder)
         .bind(statements.lease_key(name))
-        .fetch_one(pool)
-        .await?)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(LeaseHolder {
+        pid: row.try_get("pid")?,
+        application_name: row
+            .try_get::<Option<String>, _>("application_name")?
+            .filter(|name| !name.is_empty()),
+        client_addr: row.try_get("client_addr")?,
+        connected_at: row.try_get("backend_start")?,
+    }))
+}
+
+/// The database session that holds a projection's lease: the runner's
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseHolder {
+    /// Its server process id (`pg_stat_activity.pid`).
+    pub pid: i32,
+    /// The application name the runner's process connected with, if any.
+    pub application_name: Option<String>,
+    /// The address it connected from; `None` over a Unix socket, or when
+    /// the server does not show another user's sessions.
+    pub client_addr: Option<String>,
+    /// When it connected; `None` when the server does not show it.
+    pub connected_at: Option<DateTime<Utc>>,
 }
 
 /// An event a projection set aside, as the dead-letter table holds it.

@@ -103,7 +103,7 @@ mod status;
 
 use es_core::{Position, StoreError};
 
-pub use crate::data::projections::{ParkedEvent, ProjectionState};
+pub use crate::data::projections::{LeaseHolder, ParkedEvent, ProjectionState};
 pub use delivery::{AtLeastOnce, Delivery, ExactlyOnce};
 pub use handle::ProjectionHandle;
 pub use options::{ErrorPolicy, OnFailure, RunnerOptions};

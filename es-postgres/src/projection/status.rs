@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use es_core::{Position, StoreError};
 
 use crate::PgEventStore;
-use crate::data::projections::{self, ParkedEvent, ProjectionState, StatusRow};
+use crate::data::projections::{self, LeaseHolder, ParkedEvent, ProjectionState, StatusRow};
 
 /// Observable state of one projection (see
 /// [`PgEventStore::projection_statuses`]).
@@ -26,6 +26,8 @@ pub struct ProjectionStatus {
     pub state: ProjectionState,
     /// Whether a runner holds its lease right now.
     pub active: bool,
+    /// The session of the runner that holds its lease, if one does.
+    pub lease_holder: Option<LeaseHolder>,
     /// The last handler error, if any.
     pub last_error: Option<String>,
     /// Events applied since it was created or last rebuilt.
@@ -150,7 +152,7 @@ impl PgEventStore {
         )
         .await
         .map_err(failed)?;
-        let active = projections::lease_held(self.pool(), statements, &row.name)
+        let lease_holder = projections::lease_holder(self.pool(), statements, &row.name)
             .await
             .map_err(failed)?;
         Ok(ProjectionStatus {
@@ -159,7 +161,8 @@ impl PgEventStore {
             event_types: row.event_types,
             lag,
             state: row.state,
-            active,
+            active: lease_holder.is_some(),
+            lease_holder,
             last_error: row.last_error,
             events_applied: row.events_applied,
             parked: row.parked,
