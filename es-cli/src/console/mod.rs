@@ -1,0 +1,120 @@
+//! `es console`: a web console over the store, served by axum.
+//!
+//! Pages are rendered on the server (askama templates in `templates/`); a
+//! small script (`assets/console.js`) replaces parts of a page with the
+//! fragments that the server sends as server-sent events, so the dashboard
+//! and a projection's page stay current without reloading.
+//!
+//! Security (`guard.rs`): the console binds to loopback unless given a
+//! token; with a token every request must carry it; `--read-only` hides
+//! every action and refuses its POST; actions are POSTs whose `Origin` (or
+//! `Referer`) must be the console itself.
+
+mod actions;
+mod guard;
+mod live;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use es_postgres::PgEventStore;
+
+use crate::args::ConsoleArgs;
+use crate::error::CliError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Console {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: PgEventStore,
+    token: Option<String>,
+    read_only: bool,
+}
+
+impl Console {
+    /// A console over `store`; with `token`, every request must carry it.
+    #[must_use]
+    pub fn new(store: PgEventStore, token: Option<String>, read_only: bool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                token,
+                read_only,
+            }),
+        }
+    }
+
+    fn store(&self) -> &PgEventStore {
+        &self.inner.store
+    }
+
+    fn read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// The console's routes, behind its guard.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(pages::dashboard))
+            .route("/streams", get(pages::streams))
+            .route("/stream", get(pages::stream))
+            .route("/events/{id}", get(pages::event))
+            .route("/projection", get(pages::projection))
+            .route("/projection/rebuild", post(actions::rebuild))
+            .route("/projection/retry", post(actions::retry))
+            .route("/projection/discard", post(actions::discard))
+            .route("/live/dashboard", get(live::dashboard))
+            .route("/live/projection", get(live::projection))
+            .route("/assets/console.js", get(pages::script))
+            .route("/assets/console.css", get(pages::stylesheet))
+            .fallback(pages::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                guard::check,
+            ))
+            .with_state(self)
+    }
+}
+
+/// Serves the console until Ctrl-C.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] for a non-loopback address without a token, an
+/// empty token, or an address that cannot be bound.
+pub async fn serve(store: PgEventStore, args: ConsoleArgs) -> Result<(), CliError> {
+    if args.token.as_deref() == Some("") {
+        return Err(CliError::Usage("--token must not be empty".to_owned()));
+    }
+    if !args.bind.ip().is_loopback() && args.token.is_none() {
+        return Err(CliError::Usage(format!(
+            "binding to {} exposes the console beyond this machine: pass --token (or set ES_CONSOLE_TOKEN)",
+            args.bind
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.bind)))?;
+    let address = listener.local_addr()?;
+    crate::output::print(&format!(
+        "es console listening on http://{address}/{}{}\n",
+        if args.token.is_some() {
+            " (token required)"
+        } else {
+            ""
+        },
+        if args.read_only { " (read-only)" } else { "" },
+    ))?;
+    let app = Console::new(store, args.token, args.read_only).router();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
