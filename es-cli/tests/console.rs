@@ -224,8 +224,9 @@ async fn an_operator_finds_a_stream_follows_an_event_rebuilds_and_retries() {
     follow_causation(&browser, &counted[0], effect_id).await;
     retry_parked(&browser, &console, &fixture).await;
     rebuild(&browser, &fixture).await;
-    browser.close().await;
+    // Ctrl-C ends the console even with a live page open.
     console.stop().await;
+    browser.close().await;
     handle.stop().await.expect("stopping the runner");
 }
 

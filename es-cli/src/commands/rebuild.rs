@@ -88,17 +88,16 @@ fn rate(events: u64, seconds: f64) -> f64 {
 /// the feed; shows a bar on a terminal, plain lines otherwise.
 async fn follow(store: &PgEventStore, name: &str, bar: bool) -> Result<ProjectionView, CliError> {
     let progress = if bar {
-        let style = ProgressStyle::with_template(
-            "{msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}",
-        )
-        .map_err(std::io::Error::other)?
-        .with_key(
-            "rate",
-            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
-                let _ = write!(out, "{:.0} events/s", state.per_sec());
-            },
-        )
-        .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}")
+                .map_err(std::io::Error::other)?
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                        let _ = write!(out, "{:.0} events/s", state.per_sec());
+                    },
+                )
+                .progress_chars("=> ");
         ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
             .with_style(style)
             .with_message(format!("rebuilding {name}"))

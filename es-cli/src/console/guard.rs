@@ -64,8 +64,9 @@ fn require_token(token: &str, request: &Request) -> Option<Response> {
     let query = request.uri().query().unwrap_or("");
     let given = query
         .split('&')
-        .find_map(|pair| pair.strip_prefix("token="));
-    if request.method() == Method::GET && given.is_some_and(|given| equal(given, token)) {
+        .find_map(|pair| pair.strip_prefix("token="))
+        .and_then(percent_decode);
+    if request.method() == Method::GET && given.is_some_and(|given| equal(&given, token)) {
         let rest: Vec<&str> = query
             .split('&')
             .filter(|pair| !pair.starts_with("token="))
@@ -85,6 +86,25 @@ fn require_token(token: &str, request: &Request) -> Option<Response> {
         StatusCode::UNAUTHORIZED,
         "This console needs its token: open it once as /?token=..., or send Authorization: Bearer ...",
     ))
+}
+
+/// A query parameter's value decoded (`%XX` and `+`), or `None` when it is
+/// not valid percent-encoded UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.bytes();
+    while let Some(byte) = rest.next() {
+        match byte {
+            b'%' => {
+                let high = char::from(rest.next()?).to_digit(16)?;
+                let low = char::from(rest.next()?).to_digit(16)?;
+                bytes.push(u8::try_from(high * 16 + low).ok()?);
+            }
+            b'+' => bytes.push(b' '),
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// Compares without stopping at the first difference.
@@ -145,6 +165,14 @@ mod tests {
             (header::REFERER, "http://127.0.0.1:70700/")
         ])));
         assert!(!same_origin(&headers(&[host])));
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c%25").as_deref(), Some("a+b c%"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%FF"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 
 use super::Console;
 use super::pages::{
@@ -52,12 +52,19 @@ fn message(fragments: Result<Fragments, CliError>) -> Event {
     }
 }
 
-/// A stream of messages made by `read` every `every`.
-fn every<F, Fut>(every: Duration, read: F) -> impl Stream<Item = Result<Event, Infallible>>
+/// A stream of messages made by `read` every `every`, until the console
+/// stops.
+fn every<F, Fut>(
+    console: &Console,
+    every: Duration,
+    read: F,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<F, Fut>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Fragments, CliError>> + Send,
 {
+    let console = console.clone();
+    let stopped = async move { console.stopped().await };
     futures::stream::unfold(true, move |first| {
         let read = read.clone();
         async move {
@@ -67,10 +74,12 @@ where
             Some((Ok(message(read().await)), false))
         }
     })
+    .take_until(Box::pin(stopped))
 }
 
 /// `GET /live/dashboard`.
 pub(super) async fn dashboard(State(console): State<Console>) -> Response {
+    let live = console.clone();
     let read = move || {
         let console = console.clone();
         async move {
@@ -101,7 +110,7 @@ pub(super) async fn dashboard(State(console): State<Console>) -> Response {
             Ok(fragments)
         }
     };
-    Sse::new(every(DASHBOARD_EVERY, read))
+    Sse::new(every(&live, DASHBOARD_EVERY, read))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -114,6 +123,7 @@ pub(super) async fn projection(State(console): State<Console>, params: Params) -
     if let Err(error) = view::projection(console.store(), &name).await {
         return failure(&error);
     }
+    let live = console.clone();
     let read = move || {
         let console = console.clone();
         let name = name.clone();
@@ -130,7 +140,7 @@ pub(super) async fn projection(State(console): State<Console>, params: Params) -
             Ok(fragments)
         }
     };
-    Sse::new(every(PROJECTION_EVERY, read))
+    Sse::new(every(&live, PROJECTION_EVERY, read))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -34,6 +34,9 @@ struct Inner {
     store: PgEventStore,
     token: Option<String>,
     read_only: bool,
+    /// Becomes `true` when the console shuts down: live updates end then,
+    /// so that open pages do not hold the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Console {
@@ -45,6 +48,7 @@ impl Console {
                 store,
                 token,
                 read_only,
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -55,6 +59,17 @@ impl Console {
 
     fn read_only(&self) -> bool {
         self.inner.read_only
+    }
+
+    /// Ends live updates and lets the server finish its requests.
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Completes when the console shuts down.
+    pub async fn stopped(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// The console's routes, behind its guard.
@@ -110,11 +125,17 @@ pub async fn serve(store: PgEventStore, args: ConsoleArgs) -> Result<(), CliErro
         },
         if args.read_only { " (read-only)" } else { "" },
     ))?;
-    let app = Console::new(store, args.token, args.read_only).router();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+    let console = Console::new(store, args.token, args.read_only);
+    let app = console.clone().router();
+    tokio::spawn({
+        let console = console.clone();
+        async move {
             let _ = tokio::signal::ctrl_c().await;
-        })
+            console.stop();
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { console.stopped().await })
         .await?;
     Ok(())
 }
