@@ -4,7 +4,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use es_core::RecordedEvent;
 use es_postgres::{
-    FeedLag, LeaseHolder, ParkedEvent, PgEventStore, ProjectionStatus, StoreSummary, StreamSummary,
+    CategorySummary, FeedLag, LeaseHolder, ParkedEvent, PgEventStore, ProjectionStatus,
+    StoreSummary, StreamSummary,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -316,6 +317,15 @@ pub struct CategoryView {
     pub streams: u64,
 }
 
+impl From<&CategorySummary> for CategoryView {
+    fn from(category: &CategorySummary) -> Self {
+        Self {
+            name: category.name.clone(),
+            streams: category.streams,
+        }
+    }
+}
+
 /// `es status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusView {
@@ -354,14 +364,7 @@ impl StatusView {
             schema: store.options().schema().to_owned(),
             events: summary.events,
             streams: summary.streams,
-            categories: summary
-                .categories
-                .iter()
-                .map(|c| CategoryView {
-                    name: c.name.clone(),
-                    streams: c.streams,
-                })
-                .collect(),
+            categories: summary.categories.iter().map(CategoryView::from).collect(),
             head: summary.head.map(|p| p.to_string()),
             held_back: HeldBackView::from(&lag),
             projections: projections(store).await?,

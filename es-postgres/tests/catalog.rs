@@ -31,6 +31,19 @@ async fn append(store: &PgEventStore, id: &str, events: usize) -> RecordedEvent 
     last.into_iter().next().expect("an event")
 }
 
+/// A store in a fresh database, opened with `connect` (as applications do),
+/// migrated when asked; and the database's URL.
+async fn connected(migrated: bool) -> (String, PgEventStore) {
+    let (url, _) = fresh_pool(2).await;
+    let store = PgEventStore::connect(&url, PgStoreOptions::default())
+        .await
+        .expect("connecting");
+    if migrated {
+        store.migrate().await.expect("migrating");
+    }
+    (url, store)
+}
+
 fn ids(streams: &[es_postgres::StreamSummary]) -> Vec<&str> {
     streams.iter().map(|s| s.stream_id.as_str()).collect()
 }
@@ -118,11 +131,7 @@ fn the_summary_and_the_stream_list_match_what_was_appended() {
 #[test]
 fn the_head_stays_behind_an_open_transaction() {
     runtime().block_on(async {
-        let (url, _) = fresh_pool(2).await;
-        let store = PgEventStore::connect(&url, PgStoreOptions::default())
-            .await
-            .expect("connecting");
-        store.migrate().await.expect("migrating");
+        let (url, store) = connected(true).await;
         let before = append(&store, "Shop-1", 1).await;
         let mut open = sqlx::PgConnection::connect(&url).await.expect("connecting");
         sqlx::raw_sql("BEGIN; SELECT pg_current_xact_id();")
@@ -145,10 +154,7 @@ fn the_head_stays_behind_an_open_transaction() {
 #[test]
 fn pending_migrations_are_listed_until_applied() {
     runtime().block_on(async {
-        let (url, _) = fresh_pool(2).await;
-        let store = PgEventStore::connect(&url, PgStoreOptions::default())
-            .await
-            .expect("connecting");
+        let (_, store) = connected(false).await;
         let pending = store.pending_migrations().await.expect("pending");
         assert!(pending.len() >= 7, "{pending:?}");
         assert_eq!(pending[0], "1 events");
@@ -185,11 +191,7 @@ impl Reset<PgConnection> for Quiet {
 #[test]
 fn a_projection_status_names_the_session_that_holds_its_lease() {
     runtime().block_on(async {
-        let (url, _) = fresh_pool(2).await;
-        let store = PgEventStore::connect(&url, PgStoreOptions::default())
-            .await
-            .expect("connecting");
-        store.migrate().await.expect("migrating");
+        let (_, store) = connected(true).await;
         let options = RunnerOptions::default().standby_interval(Duration::from_millis(50));
         let handle = ProjectionRunner::new(store.clone(), Quiet, options).spawn();
         common::wait_until(

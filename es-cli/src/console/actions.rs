@@ -53,38 +53,49 @@ pub(super) async fn rebuild(State(console): State<Console>, fields: Fields) -> R
     act.await.unwrap_or_else(|error| failure(&error))
 }
 
-/// `POST /projection/retry` with `name` and `id`.
-pub(super) async fn retry(State(console): State<Console>, fields: Fields) -> Response {
+/// What to do with a parked event.
+#[derive(Clone, Copy)]
+enum ParkedAction {
+    Retry,
+    Discard,
+}
+
+/// Retries or discards the parked event that the form names.
+async fn on_parked(console: &Console, fields: &Fields, action: ParkedAction) -> Response {
     let act = async {
-        let name = field(&fields, "name")?;
-        let id = parked_id(&fields)?;
-        let found = console
-            .store()
-            .retry_parked(name, id)
-            .await
-            .map_err(|e| CliError::store(format!("retrying parked event {id}"), e))?;
+        let name = field(fields, "name")?;
+        let id = parked_id(fields)?;
+        let store = console.store();
+        let (found, done_as) = match action {
+            ParkedAction::Retry => (
+                store
+                    .retry_parked(name, id)
+                    .await
+                    .map_err(|e| CliError::store(format!("retrying parked event {id}"), e))?,
+                "retry",
+            ),
+            ParkedAction::Discard => (
+                store
+                    .discard_parked(name, id)
+                    .await
+                    .map_err(|e| CliError::store(format!("discarding parked event {id}"), e))?,
+                "discard",
+            ),
+        };
         if !found {
             return Err(unknown_parked(name, id));
         }
-        Ok(done(name, "retry"))
+        Ok(done(name, done_as))
     };
     act.await.unwrap_or_else(|error| failure(&error))
 }
 
+/// `POST /projection/retry` with `name` and `id`.
+pub(super) async fn retry(State(console): State<Console>, fields: Fields) -> Response {
+    on_parked(&console, &fields, ParkedAction::Retry).await
+}
+
 /// `POST /projection/discard` with `name` and `id`.
 pub(super) async fn discard(State(console): State<Console>, fields: Fields) -> Response {
-    let act = async {
-        let name = field(&fields, "name")?;
-        let id = parked_id(&fields)?;
-        let found = console
-            .store()
-            .discard_parked(name, id)
-            .await
-            .map_err(|e| CliError::store(format!("discarding parked event {id}"), e))?;
-        if !found {
-            return Err(unknown_parked(name, id));
-        }
-        Ok(done(name, "discard"))
-    };
-    act.await.unwrap_or_else(|error| failure(&error))
+    on_parked(&console, &fields, ParkedAction::Discard).await
 }

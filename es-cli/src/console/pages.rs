@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::Console;
 use crate::error::{CliError, chain};
 use crate::query::{self, StreamPage};
-use crate::view::{self, CategoryView, HeldBackView, ParkedView, ProjectionView, StreamView};
+use crate::view::{self, HeldBackView, ParkedView, ProjectionView, StatusView, StreamView};
 
 /// The most rows a console page shows.
 const PAGE_LIMIT: u32 = 1_000;
@@ -116,10 +116,7 @@ pub(super) struct RateView {
 #[template(path = "dashboard.html")]
 struct Dashboard {
     read_only: bool,
-    schema: String,
-    events: u64,
-    streams: u64,
-    categories: Vec<CategoryView>,
+    status: StatusView,
     feed: FeedView,
     rate: RateView,
     projections: Vec<ProjectionView>,
@@ -201,26 +198,16 @@ pub(super) async fn rate(store: &PgEventStore) -> Result<RateView, CliError> {
 pub(super) async fn dashboard(State(console): State<Console>) -> Response {
     let read = async {
         let store = console.store();
-        let summary = store
-            .summary()
-            .await
-            .map_err(|e| CliError::store("reading the store's counts", e))?;
+        let status = StatusView::read(store).await?;
         Ok::<_, CliError>(Dashboard {
             read_only: console.read_only(),
-            schema: store.options().schema().to_owned(),
-            events: summary.events,
-            streams: summary.streams,
-            categories: summary
-                .categories
-                .iter()
-                .map(|c| CategoryView {
-                    name: c.name.clone(),
-                    streams: c.streams,
-                })
-                .collect(),
-            feed: feed(store).await?,
+            feed: FeedView {
+                head: status.head.clone(),
+                held_back: status.held_back.clone(),
+            },
             rate: rate(store).await?,
-            projections: view::projections(store).await?,
+            projections: status.projections.clone(),
+            status,
         })
     };
     match read.await {

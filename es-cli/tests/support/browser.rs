@@ -95,8 +95,10 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // The driver leads a process group that holds its browsers too.
         if let Ok(pid) = i32::try_from(self.child.id()) {
+            // `--` first: procps' kill reads `-PID` before it as `-1`,
+            // which is every process.
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
                 .status();
         }
         let _ = self.child.kill();
