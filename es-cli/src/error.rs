@@ -77,19 +77,34 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
-/// `url` without the password of its user part, to be shown.
+/// `url` without its password (of its user part, or a `password`
+/// parameter), to be shown.
 #[must_use]
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "the database URL".to_owned();
     };
-    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let query: Vec<String> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     match authority.rsplit_once('@') {
         Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{scheme}://{name}:***@{host}{path}"),
-            None => format!("{scheme}://{user}@{host}{path}"),
+            Some((name, _)) => format!("{scheme}://{name}:***@{host}{path}{query}"),
+            None => format!("{scheme}://{user}@{host}{path}{query}"),
         },
-        None => url.to_owned(),
+        None => format!("{scheme}://{authority}{path}{query}"),
     }
 }
 
@@ -104,6 +119,10 @@ mod tests {
             "postgres://app:***@db:5432/shop?sslmode=disable"
         );
         assert_eq!(redact("postgres://db/shop"), "postgres://db/shop");
+        assert_eq!(
+            redact("postgres://db/shop?user=app&password=secret&sslmode=require"),
+            "postgres://db/shop?user=app&password=***&sslmode=require"
+        );
         assert_eq!(redact("nonsense"), "the database URL");
     }
 

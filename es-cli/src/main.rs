@@ -17,11 +17,9 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             // Bad usage: one line naming what is wrong, status 2.
-            let text = error.render().to_string();
-            let first = text.lines().next().unwrap_or("bad usage");
             eprintln!(
                 "es: {} (see es --help)",
-                first.strip_prefix("error: ").unwrap_or(first)
+                one_line(&error.render().to_string())
             );
             return ExitCode::from(2);
         }
@@ -39,9 +37,28 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(es_cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`es tail | head`): the output ends there.
+        Err(es_cli::error::CliError::Io(error))
+            if error.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("es: {error}");
             error.exit_code()
         }
     }
+}
+
+/// Clap's message on one line: what it says before its usage lines (a
+/// missing argument is named on the line after the first).
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let line = words.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }

@@ -21,6 +21,31 @@ pub fn stream_id(id: &str) -> Result<StreamId, CliError> {
     StreamId::new(id).map_err(|e| CliError::Usage(format!("invalid stream id {id:?}: {e}")))
 }
 
+/// A projection name, category or event type from user input, or a usage
+/// error naming what is wrong: not empty, at most 255 bytes, no control
+/// characters (which the database would refuse, or a terminal obey).
+///
+/// # Errors
+///
+/// [`CliError::Usage`] naming `what` and the problem.
+pub fn name<'a>(what: &str, text: &'a str) -> Result<&'a str, CliError> {
+    let problem = if text.is_empty() {
+        Some("it is empty".to_owned())
+    } else if text.len() > 255 {
+        Some(format!("it is {} bytes long, more than 255", text.len()))
+    } else {
+        text.chars()
+            .find(|c| c.is_control())
+            .map(|c| format!("it contains the control character {c:?}"))
+    };
+    match problem {
+        Some(problem) => Err(CliError::Usage(format!(
+            "invalid {what} {text:?}: {problem}"
+        ))),
+        None => Ok(text),
+    }
+}
+
 /// Checks a limit given by a user.
 ///
 /// # Errors
@@ -49,6 +74,7 @@ pub async fn streams(
 ) -> Result<Vec<StreamView>, CliError> {
     let limit = self::limit(limit)?;
     let after = after.map(stream_id).transpose()?;
+    let category = category.map(|c| name("category", c)).transpose()?;
     let streams = store
         .streams(category, after.as_ref(), limit)
         .await

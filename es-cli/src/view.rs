@@ -391,6 +391,7 @@ pub async fn projections(store: &PgEventStore) -> Result<Vec<ProjectionView>, Cl
 ///
 /// When the store cannot be read or knows no such projection.
 pub async fn projection(store: &PgEventStore, name: &str) -> Result<ProjectionView, CliError> {
+    crate::query::name("projection name", name)?;
     match store
         .projection_status(name)
         .await

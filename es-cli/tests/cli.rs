@@ -123,6 +123,10 @@ async fn errors_are_one_line_with_their_exit_code() {
         (&["--schema", "Bad-Schema", "status"], 2, "--schema"),
         (&["console", "--bind", "0.0.0.0:0"], 2, "pass --token"),
         (&["frobnicate"], 2, "unrecognized subcommand"),
+        (&["stream"], 2, "not provided: <ID>"),
+        (&["streams", "--category", "a\u{1}"], 2, "invalid category"),
+        (&["projection", ""], 2, "invalid projection name"),
+        (&["tail", "--type", "\u{1b}[2J"], 2, "invalid event type"),
     ];
     for (args, code, message) in cases {
         let out = run(fixture.es(args)).await;
@@ -400,6 +404,14 @@ async fn rebuild_wait_shows_progress_and_ends_with_the_read_model_of_a_fresh_run
 
     let out = run(fixture.es(&["rebuild", "picky", "--wait"])).await;
     assert_eq!(out.code, 0, "{out:?}");
+    // Without a terminal: plain progress lines on stderr.
+    assert!(
+        out.stderr
+            .lines()
+            .any(|line| line.contains("picky") && line.contains(" events, ")),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stdout
             .starts_with("rebuilt projection picky: 1000 events in "),

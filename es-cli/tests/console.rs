@@ -112,16 +112,20 @@ async fn dashboard(browser: &Browser, console: &ConsoleProcess, fixture: &Fixtur
     assert!(dashboard.is_file());
 }
 
-/// Clicks the element `css`.
+/// Clicks the element `css` (found again if a live update replaced it).
 async fn click(browser: &Browser, css: &str) {
-    browser
-        .client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        match browser.client.find(Locator::Css(css)).await {
+            Ok(element) => match element.click().await {
+                Ok(()) => return,
+                Err(e) => last_error = e.to_string(),
+            },
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("clicking {css}: {last_error}");
 }
 
 /// Find a stream, open its event, follow the causation to the cause.
@@ -301,6 +305,15 @@ async fn token_and_origin(console: &ConsoleProcess, fixture: &Fixture) {
         )
         .await;
     assert_eq!(status, 404);
+    let (status, _) = console
+        .request(
+            "POST",
+            "/projection/retry",
+            &[AUTH, ("Origin", &origin)],
+            "name=%00&id=1",
+        )
+        .await;
+    assert_eq!(status, 400);
     assert_eq!(
         fixture.resets.load(Ordering::SeqCst),
         0,
@@ -324,6 +337,10 @@ async fn bad_input(console: &ConsoleProcess) {
         ("/events/00000000-0000-0000-0000-000000000000", 404),
         ("/projection?name=%3Cscript%3E", 404),
         ("/projection", 400),
+        ("/projection?name=%00", 400),
+        ("/streams?category=%00", 400),
+        ("/streams?category=%1B%5B2J", 400),
+        ("/live/projection?name=%07", 400),
         ("/live/projection?name=nope", 404),
         ("/nowhere", 404),
     ] {
@@ -369,6 +386,12 @@ async fn read_only_shows_no_action_and_refuses_each() {
             .is_err()
     );
     browser.screenshot("read-only").await;
+    // Without a token, only requests for this machine by name: a page of
+    // another site that resolves its name to 127.0.0.1 is refused.
+    let (status, _) = console
+        .request("GET", "/", &[("Host", "evil.example:7070")], "")
+        .await;
+    assert_eq!(status, 421, "a foreign Host");
     let origin = console.base.clone();
     for action in [
         "/projection/rebuild",

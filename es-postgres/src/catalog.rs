@@ -66,6 +66,8 @@ pub struct MinuteCount {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Activity {
+    /// The server's current minute (the minutes below are on its clock).
+    pub now: DateTime<Utc>,
     /// Minutes with at least one event, oldest first.
     pub minutes: Vec<MinuteCount>,
     /// Whether the count stopped at [`ACTIVITY_CAP`] events: the oldest
@@ -134,13 +136,12 @@ impl PgEventStore {
     ///
     /// As [`summary`](Self::summary).
     pub async fn recent_activity(&self, minutes: u32) -> Result<Activity, StoreError> {
-        let (minutes, capped) = catalog::activity(
+        catalog::activity(
             self.pool(),
             &self.statements().catalog,
             minutes,
             ACTIVITY_CAP,
         )
-        .await?;
-        Ok(Activity { minutes, capped })
+        .await
     }
 }

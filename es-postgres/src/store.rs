@@ -93,12 +93,14 @@ impl PgEventStore {
     /// retry reads. A pool of your own (see [`PgEventStore::new`]) works too.
     ///
     /// Sessions report the program's name as `application_name` unless
-    /// `url` sets one, so that an operator sees whose session holds a
+    /// `url` (or `PGAPPNAME`) sets one, so that an operator sees whose session holds a
     /// projection's lease or the feed's horizon.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Backend`] when the server cannot be reached.
+    /// [`StoreError::Backend`] when the server cannot be reached or refuses
+    /// the session (with the server's reason), [`StoreError::Timeout`] when
+    /// it does not answer within 30 seconds.
     pub async fn connect(url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::backend("connect", e))?
@@ -113,9 +115,13 @@ impl PgEventStore {
         // One session first, on its own: a wrong address, password or
         // database fails here at once with the server's reason, where the
         // pool would retry until its timeout and report only that.
-        PgConnection::connect_with(&connect)
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
             .await
-            .map_err(|e| StoreError::backend("connect", e))?
+            .map_err(|_| StoreError::Timeout {
+                operation: "connect",
+            })?
+            .map_err(|e| StoreError::backend("connect", e))?;
+        first
             .close()
             .await
             .map_err(|e| StoreError::backend("connect", e))?;
@@ -414,6 +420,10 @@ impl SnapshotStore for PgEventStore {
         .await
     }
 }
+
+/// How long [`PgEventStore::connect`] waits for the server to answer (the
+/// pool's own default for acquiring a connection).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// This process's program name, as sessions report it.
 fn program_name() -> Option<String> {

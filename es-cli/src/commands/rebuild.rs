@@ -4,7 +4,7 @@
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
-use es_postgres::PgEventStore;
+use es_postgres::{PgEventStore, ProjectionState};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -14,7 +14,7 @@ use crate::output;
 use crate::view::{self, ProjectionView};
 
 /// How often the status is read while waiting.
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(500);
 /// How often a plain progress line is printed without a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
 
@@ -84,9 +84,14 @@ fn rate(events: u64, seconds: f64) -> f64 {
     events / seconds.max(0.001)
 }
 
-/// Polls the projection until its rebuild has started and caught up with
-/// the feed; shows a bar on a terminal, plain lines otherwise.
+/// Polls the projection until its rebuild has started and reached the
+/// feed's head as it was when the rebuild was asked for (or caught up);
+/// shows a bar on a terminal, plain lines otherwise (the first at once).
 async fn follow(store: &PgEventStore, name: &str, bar: bool) -> Result<ProjectionView, CliError> {
+    let target = store
+        .head()
+        .await
+        .map_err(|e| CliError::store("reading the feed's head", e))?;
     let progress = if bar {
         let style =
             ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}")
@@ -98,17 +103,22 @@ async fn follow(store: &PgEventStore, name: &str, bar: bool) -> Result<Projectio
                     },
                 )
                 .progress_chars("=> ");
-        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
-            .with_style(style)
-            .with_message(format!("rebuilding {name}"))
+        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(style)
     } else {
         ProgressBar::hidden()
     };
     let started = Instant::now();
-    let mut last_line = Instant::now();
+    let mut last_line: Option<Instant> = None;
     loop {
-        let status = view::projection(store, name).await?;
-        if status.state == "failed" {
+        let Some(status) = store
+            .projection_status(name)
+            .await
+            .map_err(|e| CliError::store(format!("reading projection {name}"), e))?
+        else {
+            return Err(view::unknown_projection(name));
+        };
+        let rebuilding = !status.rebuild_requested;
+        if rebuilding && status.state == ProjectionState::Failed {
             progress.abandon();
             return Err(CliError::store(
                 format!("rebuilding projection {name}"),
@@ -118,28 +128,27 @@ async fn follow(store: &PgEventStore, name: &str, bar: bool) -> Result<Projectio
                 ),
             ));
         }
-        let started_rebuild = !status.rebuild_requested;
         let total = status.events_applied + status.lag;
-        if started_rebuild {
-            progress.set_length(total);
-            progress.set_position(status.events_applied);
-            if status.lag == 0 {
-                progress.finish_and_clear();
-                return Ok(status);
-            }
+        let reached = status.lag == 0 || target.is_none_or(|head| status.position >= head);
+        if rebuilding && reached {
+            progress.finish_and_clear();
+            return Ok(ProjectionView::from(&status));
         }
-        if !bar && last_line.elapsed() >= PLAIN_EVERY {
-            last_line = Instant::now();
+        let doing = match (rebuilding, status.active) {
+            (true, _) => format!("rebuilding {name}"),
+            (false, true) => format!("rebuild of {name} requested, waiting for its runner"),
+            (false, false) => format!("rebuild of {name} requested; no runner holds its lease"),
+        };
+        progress.set_message(doing.clone());
+        progress.set_length(total);
+        progress.set_position(status.events_applied);
+        if !bar && last_line.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) {
+            last_line = Some(Instant::now());
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
-                "rebuilding {name}: {} of {total} events, {:.0} events/s{}",
+                "{doing}: {} of {total} events, {:.0} events/s",
                 status.events_applied,
                 rate(status.events_applied, seconds),
-                if started_rebuild {
-                    ""
-                } else {
-                    " (waiting for its runner)"
-                }
             );
         }
         tokio::time::sleep(POLL).await;

@@ -7,6 +7,7 @@ use futures::StreamExt as _;
 use crate::args::TailArgs;
 use crate::error::CliError;
 use crate::output;
+use crate::query;
 use crate::view::EventView;
 
 /// Where `--from` says to start: after a position, from the start of the
@@ -34,9 +35,12 @@ pub(super) async fn tail(
     let after = start(store, args.from.as_deref()).await?;
     let mut filter = FeedFilter::all();
     if let Some(category) = &args.category {
-        filter = filter.category(category.clone());
+        filter = filter.category(query::name("category", category)?);
     }
     if !args.event_types.is_empty() {
+        for event_type in &args.event_types {
+            query::name("event type", event_type)?;
+        }
         filter = filter.event_types(args.event_types.iter().cloned());
     }
     let mut events = store.subscribe(after, filter);

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::Console;
 use super::pages::{encode, failure};
 use crate::error::CliError;
-use crate::view;
 
 type Fields = Form<HashMap<String, String>>;
 
@@ -42,12 +41,13 @@ fn unknown_parked(name: &str, id: i64) -> CliError {
 pub(super) async fn rebuild(State(console): State<Console>, fields: Fields) -> Response {
     let act = async {
         let name = field(&fields, "name")?;
-        view::projection(console.store(), name).await?;
+        console.projection(name).await?;
         console
             .store()
             .request_rebuild(name)
             .await
             .map_err(|e| CliError::store(format!("requesting a rebuild of {name}"), e))?;
+        console.forget_statuses().await;
         Ok::<_, CliError>(done(name, "rebuild"))
     };
     act.await.unwrap_or_else(|error| failure(&error))
@@ -63,7 +63,7 @@ enum ParkedAction {
 /// Retries or discards the parked event that the form names.
 async fn on_parked(console: &Console, fields: &Fields, action: ParkedAction) -> Response {
     let act = async {
-        let name = field(fields, "name")?;
+        let name = crate::query::name("projection name", field(fields, "name")?)?;
         let id = parked_id(fields)?;
         let store = console.store();
         let (found, done_as) = match action {
@@ -85,6 +85,7 @@ async fn on_parked(console: &Console, fields: &Fields, action: ParkedAction) -> 
         if !found {
             return Err(unknown_parked(name, id));
         }
+        console.forget_statuses().await;
         Ok(done(name, done_as))
     };
     act.await.unwrap_or_else(|error| failure(&error))

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::Console;
 use super::pages::error_page;
 
-/// The cookie that keeps the token in a browser.
+/// The cookie that keeps the token in a browser (followed by `_` and the
+/// port, since cookies are shared by every port of a host).
 const COOKIE: &str = "es_console_token";
 
 /// Checks a request before its handler runs.
@@ -18,10 +19,22 @@ pub(super) async fn check(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = console.inner.token.as_deref()
-        && let Some(response) = require_token(token, &request)
-    {
-        return response;
+    match console.inner.token.as_deref() {
+        Some(token) => {
+            if let Some(response) = require_token(token, console.inner.port, &request) {
+                return response;
+            }
+        }
+        // Without a token the console only answers requests addressed to
+        // this machine by name: a page of another site whose name was made
+        // to resolve to 127.0.0.1 (DNS rebinding) sends its own name.
+        None if !addressed_to_loopback(request.headers()) => {
+            return error_page(
+                StatusCode::MISDIRECTED_REQUEST,
+                "This console only answers requests for localhost or a loopback address.",
+            );
+        }
+        None => {}
     }
     if request.method() == Method::POST {
         if console.read_only() {
@@ -42,8 +55,9 @@ pub(super) async fn check(
 
 /// `None` when the request carries the token; otherwise the response: a
 /// redirect that keeps a token given in the query as a cookie, or 401.
-fn require_token(token: &str, request: &Request) -> Option<Response> {
+fn require_token(token: &str, port: u16, request: &Request) -> Option<Response> {
     let headers = request.headers();
+    let cookie_name = format!("{COOKIE}_{port}");
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -53,7 +67,7 @@ fn require_token(token: &str, request: &Request) -> Option<Response> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(&format!("{COOKIE}=")));
+        .find_map(|pair| pair.trim().strip_prefix(&cookie_name)?.strip_prefix('='));
     if [bearer, cookie]
         .into_iter()
         .flatten()
@@ -71,13 +85,17 @@ fn require_token(token: &str, request: &Request) -> Option<Response> {
             .split('&')
             .filter(|pair| !pair.starts_with("token="))
             .collect();
+        // One leading slash: `//host/...` would leave the console.
+        let path = format!("/{}", request.uri().path().trim_start_matches('/'));
         let target = if rest.is_empty() {
-            request.uri().path().to_owned()
+            path
         } else {
-            format!("{}?{}", request.uri().path(), rest.join("&"))
+            format!("{path}?{}", rest.join("&"))
         };
         let mut response = Redirect::to(&target).into_response();
-        if let Ok(value) = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/").parse() {
+        if let Ok(value) =
+            format!("{cookie_name}={token}; HttpOnly; SameSite=Strict; Path=/").parse()
+        {
             response.headers_mut().insert(header::SET_COOKIE, value);
         }
         return Some(response);
@@ -105,6 +123,22 @@ fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(bytes).ok()
+}
+
+/// Whether the request's `Host` names this machine: `localhost` or a
+/// loopback address, with any port.
+fn addressed_to_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Compares without stopping at the first difference.
@@ -165,6 +199,34 @@ mod tests {
             (header::REFERER, "http://127.0.0.1:70700/")
         ])));
         assert!(!same_origin(&headers(&[host])));
+    }
+
+    #[test]
+    fn only_loopback_names_are_this_machine() {
+        for host in [
+            "127.0.0.1:7070",
+            "localhost:7070",
+            "LOCALHOST",
+            "[::1]:7070",
+            "127.1.2.3",
+        ] {
+            assert!(
+                addressed_to_loopback(&headers(&[(header::HOST, host)])),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:7070",
+            "10.0.0.1:7070",
+            "localhost.evil.example",
+            "[::2]:1",
+        ] {
+            assert!(
+                !addressed_to_loopback(&headers(&[(header::HOST, host)])),
+                "{host}"
+            );
+        }
+        assert!(!addressed_to_loopback(&HeaderMap::new()));
     }
 
     #[test]

@@ -18,7 +18,6 @@ use super::pages::{
     failure, text,
 };
 use crate::error::{CliError, chain};
-use crate::view;
 
 /// How often the dashboard is refreshed.
 const DASHBOARD_EVERY: Duration = Duration::from_secs(2);
@@ -99,7 +98,7 @@ pub(super) async fn dashboard(State(console): State<Console>) -> Response {
                     rate: &pages::rate(store).await?,
                 },
             )?;
-            let projections = view::projections(store).await?;
+            let projections = console.projections().await?;
             render(
                 &mut fragments,
                 "projections",
@@ -120,7 +119,7 @@ pub(super) async fn projection(State(console): State<Console>, params: Params) -
     let Some(name) = text(&params, "name").map(str::to_owned) else {
         return failure(&CliError::Usage("which projection? give ?name=".to_owned()));
     };
-    if let Err(error) = view::projection(console.store(), &name).await {
+    if let Err(error) = console.projection(&name).await {
         return failure(&error);
     }
     let live = console.clone();
@@ -128,13 +127,14 @@ pub(super) async fn projection(State(console): State<Console>, params: Params) -
         let console = console.clone();
         let name = name.clone();
         async move {
-            let (p, parked) = pages::projection_state(console.store(), &name).await?;
+            let (p, parked, parked_total) = pages::projection_state(&console, &name).await?;
             let mut fragments = Fragments::new();
             render(&mut fragments, "status", &StatusFragment { p: &p })?;
             let parked = ParkedFragment {
                 read_only: console.read_only(),
                 name: &name,
                 parked: &parked,
+                parked_total,
             };
             render(&mut fragments, "parked", &parked)?;
             Ok(fragments)

@@ -16,6 +16,7 @@ mod live;
 mod pages;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -23,6 +24,8 @@ use es_postgres::PgEventStore;
 
 use crate::args::ConsoleArgs;
 use crate::error::CliError;
+use crate::query;
+use crate::view::{self, ProjectionView};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,23 +35,35 @@ pub struct Console {
 
 struct Inner {
     store: PgEventStore,
+    /// The port it is served on (the token's cookie names it).
+    port: u16,
     token: Option<String>,
     read_only: bool,
     /// Becomes `true` when the console shuts down: live updates end then,
     /// so that open pages do not hold the shutdown up.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The projections' statuses as last read, and when: every page and
+    /// live update within [`STATUS_FRESH`] shares one read (each status
+    /// counts the events after the projection's checkpoint).
+    statuses: tokio::sync::Mutex<Option<(Instant, Vec<ProjectionView>)>>,
 }
 
+/// How long a read of the projections' statuses serves every page.
+const STATUS_FRESH: Duration = Duration::from_secs(1);
+
 impl Console {
-    /// A console over `store`; with `token`, every request must carry it.
+    /// A console over `store`, served on `port`; with `token`, every
+    /// request must carry it.
     #[must_use]
-    pub fn new(store: PgEventStore, token: Option<String>, read_only: bool) -> Self {
+    pub fn new(store: PgEventStore, port: u16, token: Option<String>, read_only: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
+                port,
                 token,
                 read_only,
                 stopping: tokio::sync::watch::Sender::new(false),
+                statuses: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -59,6 +74,34 @@ impl Console {
 
     fn read_only(&self) -> bool {
         self.inner.read_only
+    }
+
+    /// Every projection's status, read at most [`STATUS_FRESH`] ago.
+    async fn projections(&self) -> Result<Vec<ProjectionView>, CliError> {
+        let mut cached = self.inner.statuses.lock().await;
+        if let Some((at, statuses)) = &*cached
+            && at.elapsed() < STATUS_FRESH
+        {
+            return Ok(statuses.clone());
+        }
+        let statuses = view::projections(self.store()).await?;
+        *cached = Some((Instant::now(), statuses.clone()));
+        Ok(statuses)
+    }
+
+    /// Projection `name`'s status, read at most [`STATUS_FRESH`] ago.
+    async fn projection(&self, name: &str) -> Result<ProjectionView, CliError> {
+        query::name("projection name", name)?;
+        self.projections()
+            .await?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| view::unknown_projection(name))
+    }
+
+    /// Drops the statuses read, after an action changed them.
+    async fn forget_statuses(&self) {
+        *self.inner.statuses.lock().await = None;
     }
 
     /// Ends live updates and lets the server finish its requests.
@@ -96,15 +139,24 @@ impl Console {
     }
 }
 
-/// Serves the console until Ctrl-C.
+/// Checks the console's arguments (before connecting to anything).
 ///
 /// # Errors
 ///
-/// [`CliError::Usage`] for a non-loopback address without a token, an
-/// empty token, or an address that cannot be bound.
-pub async fn serve(store: PgEventStore, args: ConsoleArgs) -> Result<(), CliError> {
-    if args.token.as_deref() == Some("") {
-        return Err(CliError::Usage("--token must not be empty".to_owned()));
+/// [`CliError::Usage`] for a non-loopback address without a token, or a
+/// token that is empty or holds characters a cookie cannot carry.
+pub fn check(args: &ConsoleArgs) -> Result<(), CliError> {
+    if let Some(token) = &args.token {
+        let usable = token.len() >= 8
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'));
+        if !usable {
+            return Err(CliError::Usage(
+                "the token must be at least 8 visible ASCII characters, without ; , \" or \\"
+                    .to_owned(),
+            ));
+        }
     }
     if !args.bind.ip().is_loopback() && args.token.is_none() {
         return Err(CliError::Usage(format!(
@@ -112,6 +164,17 @@ pub async fn serve(store: PgEventStore, args: ConsoleArgs) -> Result<(), CliErro
             args.bind
         )));
     }
+    Ok(())
+}
+
+/// Serves the console until Ctrl-C.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] for a non-loopback address without a token, an
+/// empty token, or an address that cannot be bound.
+pub async fn serve(store: PgEventStore, args: ConsoleArgs) -> Result<(), CliError> {
+    check(&args)?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.bind)))?;
@@ -125,7 +188,7 @@ pub async fn serve(store: PgEventStore, args: ConsoleArgs) -> Result<(), CliErro
         },
         if args.read_only { " (read-only)" } else { "" },
     ))?;
-    let console = Console::new(store, args.token, args.read_only);
+    let console = Console::new(store, address.port(), args.token, args.read_only);
     let app = console.clone().router();
     tokio::spawn({
         let console = console.clone();

@@ -7,7 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use chrono::{Duration, DurationRound as _, Utc};
+use chrono::Duration;
 use es_postgres::PgEventStore;
 use es_postgres::catalog::ACTIVITY_CAP;
 use uuid::Uuid;
@@ -162,9 +162,7 @@ pub(super) async fn rate(store: &PgEventStore) -> Result<RateView, CliError> {
         .recent_activity(RATE_MINUTES)
         .await
         .map_err(|e| CliError::store("counting recent appends", e))?;
-    let now = Utc::now()
-        .duration_trunc(Duration::minutes(1))
-        .unwrap_or_else(|_| Utc::now());
+    let now = activity.now;
     let counts: Vec<(String, u64)> = (0..i64::from(RATE_MINUTES))
         .rev()
         .map(|ago| {
@@ -365,6 +363,7 @@ struct ProjectionPage {
     name: String,
     p: ProjectionView,
     parked: Vec<ParkedView>,
+    parked_total: usize,
     notice: Option<String>,
 }
 
@@ -380,19 +379,30 @@ pub(super) struct ParkedFragment<'a> {
     pub(super) read_only: bool,
     pub(super) name: &'a str,
     pub(super) parked: &'a [ParkedView],
+    pub(super) parked_total: usize,
 }
 
-/// A projection's status and parked events.
+/// The most parked events a projection's page lists.
+const PARKED_SHOWN: usize = 100;
+
+/// A projection's status, its first [`PARKED_SHOWN`] parked events and how
+/// many there are.
 pub(super) async fn projection_state(
-    store: &PgEventStore,
+    console: &Console,
     name: &str,
-) -> Result<(ProjectionView, Vec<ParkedView>), CliError> {
-    let p = view::projection(store, name).await?;
-    let parked = store
+) -> Result<(ProjectionView, Vec<ParkedView>, usize), CliError> {
+    let p = console.projection(name).await?;
+    let parked = console
+        .store()
         .parked_events(name)
         .await
         .map_err(|e| CliError::store(format!("listing the parked events of {name}"), e))?;
-    Ok((p, parked.iter().map(ParkedView::from).collect()))
+    let shown = parked
+        .iter()
+        .take(PARKED_SHOWN)
+        .map(ParkedView::from)
+        .collect();
+    Ok((p, shown, parked.len()))
 }
 
 /// `GET /projection?name=N[&notice=...]`.
@@ -408,12 +418,13 @@ pub(super) async fn projection(State(console): State<Console>, params: Params) -
         Some("discard") => Some("Parked event discarded."),
         _ => None,
     };
-    match projection_state(console.store(), name).await {
-        Ok((p, parked)) => html(&ProjectionPage {
+    match projection_state(&console, name).await {
+        Ok((p, parked, parked_total)) => html(&ProjectionPage {
             read_only: console.read_only(),
             name: name.to_owned(),
             p,
             parked,
+            parked_total,
             notice: notice.map(str::to_owned),
         }),
         Err(error) => failure(&error),

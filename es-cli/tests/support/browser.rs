@@ -14,6 +14,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder};
@@ -24,6 +25,9 @@ use super::{Fixture, artifacts};
 
 /// The command that installs what the browser tests need.
 const INSTALL: &str = "apt-get install -y chromium chromium-driver";
+
+/// Browser sessions started by this process (each gets its own profile).
+static SESSIONS: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs run one at a time.
 static INSTALLING: Mutex<()> = Mutex::new(());
@@ -158,7 +162,7 @@ impl Browser {
         let profile = std::env::temp_dir().join(format!(
             "es-cli-chromium-{}-{}",
             std::process::id(),
-            free_port()
+            SESSIONS.fetch_add(1, Ordering::Relaxed)
         ));
         let mut options = json!({
             "args": [
@@ -238,7 +242,8 @@ impl ConsoleProcess {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a raw HTTP/1.1 request and returns the status code and body.
+    /// Sends a raw HTTP/1.1 request (with the console's `Host` unless
+    /// `headers` name one) and returns the status code and the response.
     pub async fn request(
         &self,
         method: &str,
@@ -251,8 +256,13 @@ impl ConsoleProcess {
         let mut stream = tokio::net::TcpStream::connect(host)
             .await
             .expect("connecting to the console");
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            let _ = write!(request, "Host: {host}\r\n");
+        }
         for (name, value) in headers {
             let _ = write!(request, "{name}: {value}\r\n");
         }

@@ -151,6 +151,7 @@ impl Fixture {
             .arg(&self.url)
             .args(args)
             .env_remove("DATABASE_URL")
+            .env_remove("ES_CONSOLE_TOKEN")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command

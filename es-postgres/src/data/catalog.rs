@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row as _};
 
 use super::rows::Xid8;
-use crate::catalog::{CategorySummary, MinuteCount, StoreSummary, StreamSummary};
+use crate::catalog::{Activity, CategorySummary, MinuteCount, StoreSummary, StreamSummary};
 use crate::convert;
 use crate::error::read_error;
 
@@ -62,15 +62,20 @@ impl Statements {
             ),
             // The newest `$2` events at most, walked back along the primary
             // key: the cost is bounded whatever the store holds.
+            // The server's minute comes along, also when no row does, so
+            // that minutes are counted on one clock.
             activity: format!(
-                "SELECT date_trunc('minute', recorded_at) AS minute, count(*) AS events, \
-                        bool_or(last) AS reached_cap \
-                 FROM (SELECT recorded_at, row_number() OVER () = $2 AS last FROM \
-                       (SELECT recorded_at FROM {events} \
-                        WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                        ORDER BY tx_id DESC, seq DESC LIMIT $2) newest) t \
-                 WHERE recorded_at > now() - make_interval(mins => $1) \
-                 GROUP BY 1 ORDER BY 1"
+                "SELECT date_trunc('minute', now()) AS now, m.minute, m.events, m.reached_cap \
+                 FROM (SELECT) AS one LEFT JOIN ( \
+                   SELECT date_trunc('minute', recorded_at) AS minute, count(*) AS events, \
+                          bool_or(last) AS reached_cap \
+                   FROM (SELECT recorded_at, row_number() OVER () = $2 AS last FROM \
+                         (SELECT recorded_at FROM {events} \
+                          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                          ORDER BY tx_id DESC, seq DESC LIMIT $2) newest) t \
+                   WHERE recorded_at > now() - make_interval(mins => $1) \
+                   GROUP BY 1) AS m ON true \
+                 ORDER BY m.minute"
             ),
         }
     }
@@ -185,34 +190,43 @@ fn stream_summary(row: &PgRow) -> Result<StreamSummary, StoreError> {
 }
 
 /// Events recorded per minute over the last `minutes` minutes, counted
-/// among the newest `cap` events; whether the cap was reached.
+/// among the newest `cap` events; whether the cap was reached; the
+/// server's current minute.
 pub(crate) async fn activity(
     pool: &PgPool,
     statements: &Statements,
     minutes: u32,
     cap: u32,
-) -> Result<(Vec<MinuteCount>, bool), StoreError> {
+) -> Result<Activity, StoreError> {
     const OPERATION: &str = "count recent appends";
+    let get = |e| read_error(OPERATION, e);
     let rows = sqlx::query(&statements.activity)
         .bind(i32::try_from(minutes).unwrap_or(i32::MAX))
         .bind(i64::from(cap))
         .fetch_all(pool)
         .await
-        .map_err(|e| read_error(OPERATION, e))?;
-    let mut capped = false;
-    let mut counts = Vec::with_capacity(rows.len());
+        .map_err(get)?;
+    let mut activity = Activity {
+        now: DateTime::<Utc>::UNIX_EPOCH,
+        minutes: Vec::with_capacity(rows.len()),
+        capped: false,
+    };
     for row in &rows {
-        let minute: DateTime<Utc> = row
-            .try_get("minute")
-            .map_err(|e| read_error(OPERATION, e))?;
-        let reached: bool = row
-            .try_get("reached_cap")
-            .map_err(|e| read_error(OPERATION, e))?;
-        capped |= reached;
-        counts.push(MinuteCount {
+        activity.now = row.try_get("now").map_err(get)?;
+        let Some(minute) = row
+            .try_get::<Option<DateTime<Utc>>, _>("minute")
+            .map_err(get)?
+        else {
+            continue;
+        };
+        activity.capped |= row
+            .try_get::<Option<bool>, _>("reached_cap")
+            .map_err(get)?
+            .unwrap_or(false);
+        activity.minutes.push(MinuteCount {
             minute,
             events: count(row, "events", OPERATION)?,
         });
     }
-    Ok((counts, capped))
+    Ok(activity)
 }
