@@ -115,8 +115,9 @@ fn report(
     if ids.is_empty() {
         return output::print(&format!("projection {projection} has no parked events\n"));
     }
+    let noun = if ids.len() == 1 { "event" } else { "events" };
     output::print(&format!(
-        "{done} parked events {} of projection {projection}\n",
+        "{done} parked {noun} {} of projection {projection}\n",
         ids.join(", ")
     ))
 }

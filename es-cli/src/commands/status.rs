@@ -51,13 +51,18 @@ pub(super) async fn status(store: &PgEventStore, json: bool) -> Result<(), CliEr
         return output::json(&status);
     }
     let mut text = format!(
-        "schema      {}\nevents      {}\nstreams     {}\ncategories  {}\nfeed head   {}\nheld back   {} events, by {}\n\n",
+        "schema      {}\nevents      {}\nstreams     {}\ncategories  {}\nfeed head   {}\nheld back   {} event{}, by {}\n\n",
         status.schema,
         status.events,
         status.streams,
         status.categories.len(),
         or_dash(status.head.as_ref()),
         status.held_back.events,
+        if status.held_back.events == 1 {
+            ""
+        } else {
+            "s"
+        },
         status.held_back.holder(),
     );
     let mut categories = Table::new(&["CATEGORY", "STREAMS"]);
