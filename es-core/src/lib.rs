@@ -63,6 +63,7 @@ pub mod error;
 pub mod event;
 pub mod json;
 pub mod memory;
+pub mod observe;
 pub mod position;
 pub mod projection;
 pub mod repository;

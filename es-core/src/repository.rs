@@ -2,10 +2,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tracing::Instrument as _;
 
 use uuid::Uuid;
 
 use crate::aggregate::SnapshotPolicy;
+use crate::observe;
 use crate::typed::{DecodeError, EncodeError};
 use crate::{
     Aggregate, AppendResult, CommandContext, Decide, Event, EventStore, ExpectedVersion, NewEvent,
@@ -301,6 +305,29 @@ where
     /// [`StoreError`] when the store fails, or [`StoreError::Decode`] when an
     /// event does not decode.
     pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, StoreError> {
+        let span = tracing::info_span!(
+            "es.load",
+            es.aggregate = A::CATEGORY,
+            es.stream = %stream,
+            es.version = tracing::field::Empty,
+            es.snapshot_version = tracing::field::Empty,
+            es.events_read = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let loaded = self.load_from_store(stream).instrument(span.clone()).await;
+        metrics::histogram!(observe::LOAD_DURATION, "aggregate" => A::CATEGORY)
+            .record(started.elapsed());
+        if let Ok(loaded) = &loaded {
+            span.record("es.version", loaded.version);
+            span.record("es.events_read", loaded.events_read);
+            if let Some(version) = loaded.snapshot_version {
+                span.record("es.snapshot_version", version);
+            }
+        }
+        loaded
+    }
+
+    async fn load_from_store(&self, stream: &StreamId) -> Result<Loaded<A>, StoreError> {
         let (state, snapshot_version) = self.load_snapshot(stream).await;
         let mut loaded = Loaded {
             state,
@@ -415,6 +442,52 @@ where
         A: Decide<C>,
         C: Sync,
     {
+        let span = tracing::info_span!(
+            "es.execute",
+            es.aggregate = A::CATEGORY,
+            es.stream = %stream,
+            es.command = observe::short_type_name::<C>(),
+            es.command_id = tracing::field::Empty,
+            es.attempts = tracing::field::Empty,
+            es.stream_version = tracing::field::Empty,
+            es.outcome = tracing::field::Empty,
+        );
+        if let Some(id) = context.command_id() {
+            span.record("es.command_id", tracing::field::display(id));
+        }
+        let started = Instant::now();
+        let result = self
+            .execute_decided(stream, command, context)
+            .instrument(span.clone())
+            .await;
+        let outcome = observe::CommandOutcomeKind::of(&result).as_str();
+        span.record("es.outcome", outcome);
+        if let Ok(done) = &result {
+            span.record("es.attempts", done.attempts);
+            span.record("es.stream_version", done.stream_version);
+        }
+        metrics::counter!(observe::COMMANDS, "aggregate" => A::CATEGORY, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(
+            observe::COMMAND_DURATION,
+            "aggregate" => A::CATEGORY,
+            "outcome" => outcome
+        )
+        .record(started.elapsed());
+        result
+    }
+
+    /// [`execute`](Self::execute) without its span and metrics.
+    async fn execute_decided<C>(
+        &self,
+        stream: &StreamId,
+        command: &C,
+        context: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        A: Decide<C>,
+        C: Sync,
+    {
         let mut run = self.begin(stream).await?;
         loop {
             let events = match run.state.decide(command) {
@@ -486,6 +559,8 @@ where
             {
                 // Another writer got there first: read its events and
                 // decide again.
+                metrics::counter!(observe::COMMAND_CONFLICTS_RETRIED, "aggregate" => A::CATEGORY)
+                    .increment(1);
                 self.verify(stream, &mut run).await?;
                 return Ok(Appended::Retry(run));
             }

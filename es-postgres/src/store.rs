@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::backend::{FollowOptions, WatchWaker, encode_batch, follow};
+use es_core::observe;
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage, NewEvent,
     Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamId,
@@ -13,6 +14,7 @@ use es_core::{
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::PgStoreOptions;
@@ -191,6 +193,67 @@ impl PgEventStore {
         self.inner.wakeups.wake();
     }
 
+    /// An append without its span and metrics: the checks, then the
+    /// append function, run again after a lost race or a broken connection.
+    async fn append_batch(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let encoded = encode_batch(stream, &events, &self.inner.options.effective_limits())?;
+        let batch = Batch::new(stream, events, encoded)?;
+        let max_retries = self.inner.options.append_retries;
+        let (mut retries, mut check) = (0, false);
+        loop {
+            let run = data::events::append(
+                &self.inner.pool,
+                &self.inner.statements.events,
+                stream,
+                expected,
+                &batch,
+                check,
+            )
+            .await;
+            let (why, error) = match run {
+                Ok(Attempt::Done(result)) => {
+                    if batch.len() > 0 && !result.idempotent_replay {
+                        self.inner.wakeups.wake();
+                        notify::sweep(
+                            &self.inner.wakeups,
+                            &self.inner.pool,
+                            &self.inner.statements.listeners.sweep,
+                        );
+                    }
+                    return Ok(result);
+                }
+                // Nothing was written: a unique violation means some ids are
+                // stored, so the next run looks them up (replay or conflict).
+                Ok(Attempt::Retry) | Err(Failure::Retry) => ("lost a race", None),
+                // The pool hands out connections without testing them first
+                // (see `connect`): a connection the server dropped fails
+                // here, and the append runs once more on a fresh one,
+                // looking its ids up in case the first run landed.
+                Err(Failure::Reconnect(error)) => ("its connection broke", Some(error)),
+                Err(Failure::Fail(error)) => return Err(error),
+            };
+            if retries >= max_retries {
+                return Err(error.unwrap_or_else(|| {
+                    StoreError::backend(
+                        "append",
+                        format!(
+                            "the append to {stream} {why} {} times in a row",
+                            retries + 1
+                        ),
+                    )
+                }));
+            }
+            retries += 1;
+            check = true;
+            tracing::debug!(%stream, retries, "append {why}; running it again");
+        }
+    }
+
     /// Reads a page of the feed, and whether committed events are still
     /// held back behind the horizon.
     ///
@@ -272,61 +335,35 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        let encoded = encode_batch(stream, &events, &self.inner.options.effective_limits())?;
-        let batch = Batch::new(stream, events, encoded)?;
-        let max_retries = self.inner.options.append_retries;
-        let (mut retries, mut check) = (0, false);
-        loop {
-            let run = data::events::append(
-                &self.inner.pool,
-                &self.inner.statements.events,
-                stream,
-                expected,
-                &batch,
-                check,
-            )
+        let span = tracing::info_span!(
+            "es.append",
+            db.system.name = "postgresql",
+            db.operation.name = "append",
+            es.stream = %stream,
+            es.expected_version = %expected,
+            es.event_count = events.len(),
+            es.outcome = tracing::field::Empty,
+            es.stream_version = tracing::field::Empty,
+        );
+        let count = events.len();
+        let started = std::time::Instant::now();
+        let result = self
+            .append_batch(stream, expected, events)
+            .instrument(span.clone())
             .await;
-            let (why, error) = match run {
-                Ok(Attempt::Done(result)) => {
-                    if batch.len() > 0 && !result.idempotent_replay {
-                        self.inner.wakeups.wake();
-                        notify::sweep(
-                            &self.inner.wakeups,
-                            &self.inner.pool,
-                            &self.inner.statements.listeners.sweep,
-                        );
-                    }
-                    return Ok(result);
-                }
-                // Nothing was written: a unique violation means some ids are
-                // stored, so the next run looks them up (replay or conflict).
-                Ok(Attempt::Retry) | Err(Failure::Retry) => ("lost a race", None),
-                // The pool hands out connections without testing them first
-                // (see `connect`): a connection the server dropped fails
-                // here, and the append runs once more on a fresh one,
-                // looking its ids up in case the first run landed.
-                Err(Failure::Reconnect(error)) => ("its connection broke", Some(error)),
-                Err(Failure::Fail(error)) => return Err(error),
-            };
-            if retries >= max_retries {
-                return Err(error.unwrap_or_else(|| {
-                    StoreError::backend(
-                        "append",
-                        format!(
-                            "the append to {stream} {why} {} times in a row",
-                            retries + 1
-                        ),
-                    )
-                }));
-            }
-            retries += 1;
-            check = true;
-            tracing::debug!(%stream, retries, "append {why}; running it again");
-        }
+        observe::record_append(&span, &result, count, started.elapsed());
+        result
     }
 
     async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        data::events::read_by_id(&self.inner.pool, &self.inner.statements.events, ids).await
+        data::events::read_by_id(&self.inner.pool, &self.inner.statements.events, ids)
+            .instrument(tracing::debug_span!(
+                "es.read_events",
+                db.system.name = "postgresql",
+                db.operation.name = "read_events",
+                es.id_count = ids.len(),
+            ))
+            .await
     }
 
     async fn read_stream(
@@ -334,13 +371,25 @@ impl EventStore for PgEventStore {
         stream: &StreamId,
         read: StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        data::events::read_stream(
+        let span = tracing::debug_span!(
+            "es.read_stream",
+            db.system.name = "postgresql",
+            db.operation.name = "read_stream",
+            es.stream = %stream,
+            es.from = read.from,
+            es.direction = ?read.direction,
+            es.event_count = tracing::field::Empty,
+        );
+        let events = data::events::read_stream(
             &self.inner.pool,
             &self.inner.statements.events,
             stream,
             read,
         )
-        .await
+        .instrument(span.clone())
+        .await?;
+        span.record("es.event_count", events.len());
+        Ok(events)
     }
 
     async fn read_all(
@@ -380,7 +429,25 @@ impl EventStore for PgEventStore {
         filter: &FeedFilter,
         limit: usize,
     ) -> Result<FeedPage, StoreError> {
-        let (page, held_back) = self.read_feed_waiting(after, filter, limit).await?;
+        let span = tracing::debug_span!(
+            "es.read_feed",
+            db.system.name = "postgresql",
+            db.operation.name = "read_feed",
+            es.after = %after,
+            es.limit = limit,
+            es.categories = ?filter.categories,
+            es.event_types = ?filter.event_types,
+            es.event_count = tracing::field::Empty,
+            es.next = tracing::field::Empty,
+            es.held_back = tracing::field::Empty,
+        );
+        let (page, held_back) = self
+            .read_feed_waiting(after, filter, limit)
+            .instrument(span.clone())
+            .await?;
+        span.record("es.event_count", page.events.len());
+        span.record("es.next", tracing::field::display(page.next));
+        span.record("es.held_back", held_back);
         // Events still held back after the wait: the follower reads on
         // rather than wait for a wake-up that was already sent.
         Ok(FeedPage::new(

@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+use es_core::observe;
 use es_core::{EventStore as _, FeedFilter, Position, Projection, RecordedEvent, StoreError};
 use sqlx::{Connection as _, PgConnection};
+use tracing::Instrument as _;
 
 use super::delivery::Delivery;
 use super::signal::Signal;
@@ -29,6 +31,37 @@ where
     /// error policy. Returns the new position and whether a rebuild was
     /// requested.
     pub(super) async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+        signal: &mut Signal<'_>,
+    ) -> Result<(Position, bool), Stop> {
+        let first = events.first().map_or(Position::START, |e| e.position);
+        let span = tracing::info_span!(
+            "es.projection.batch",
+            db.system.name = "postgresql",
+            es.projection = P::NAME,
+            es.from_position = %first,
+            es.to_position = tracing::field::Empty,
+            es.event_count = events.len(),
+        );
+        let started = std::time::Instant::now();
+        let applied = self
+            .apply_events(conn, events, signal)
+            .instrument(span.clone())
+            .await;
+        if let Ok((position, _)) = &applied {
+            span.record("es.to_position", tracing::field::display(position));
+            metrics::counter!(observe::PROJECTION_EVENTS, "projection" => P::NAME)
+                .increment(events.len() as u64);
+        }
+        metrics::histogram!(observe::PROJECTION_BATCH_DURATION, "projection" => P::NAME)
+            .record(started.elapsed());
+        applied
+    }
+
+    /// [`apply_batch`](Self::apply_batch) without its span and metrics.
+    async fn apply_events(
         &self,
         conn: &mut PgConnection,
         events: &[RecordedEvent],

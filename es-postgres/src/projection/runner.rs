@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use es_core::observe;
 use es_core::{EventStore as _, FeedFilter, FeedPage, Position, Projection};
 use sqlx::{Connection as _, PgConnection};
 
@@ -81,6 +82,8 @@ struct Cursor {
     saved: (Position, Instant),
     /// While catching up, the task reading the next pages.
     ahead: Option<ReadAhead>,
+    /// When the gauges were last measured.
+    measured: Option<Instant>,
 }
 
 impl Cursor {
@@ -89,7 +92,19 @@ impl Cursor {
             position,
             saved: (position, Instant::now()),
             ahead: None,
+            measured: None,
         }
+    }
+
+    /// Whether the gauges are due to be measured again.
+    fn gauges_due(&mut self) -> bool {
+        let due = self
+            .measured
+            .is_none_or(|at| at.elapsed() >= observe::GAUGE_INTERVAL);
+        if due {
+            self.measured = Some(Instant::now());
+        }
+        due
     }
 }
 
@@ -218,6 +233,9 @@ where
                 let (applied, rebuild) = self.apply_batch(conn, &page.events, signal).await?;
                 cursor.saved = (applied, Instant::now());
                 cursor.position = applied.max(page.next);
+                if cursor.gauges_due() {
+                    self.measure_lag(cursor.position).await;
+                }
                 rebuild
             };
             if rebuild {
@@ -296,6 +314,13 @@ where
         if page.more {
             return Ok(false);
         }
+        metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
+        if cursor.gauges_due()
+            && let Ok(lag) = self.store.feed_lag().await
+        {
+            #[allow(clippy::cast_precision_loss)] // a gauge
+            metrics::gauge!(observe::FEED_HELD_BACK).set(lag.held_back as f64);
+        }
         // A page read ahead was read before the waker was armed: read
         // again rather than wait for a wake-up it may have missed.
         if !from_ahead {
@@ -307,6 +332,21 @@ where
         self.retry_parked(conn, signal).await?;
         let statements = &self.store.statements().projections;
         Ok(projections::rebuild_requested(conn, statements, P::NAME).await?)
+    }
+
+    /// Sets the lag gauge: the events of the projection's types after
+    /// `position` (a count, so only every [`observe::GAUGE_INTERVAL`]).
+    async fn measure_lag(&self, position: Position) {
+        let statements = &self.store.statements().projections;
+        let types: Vec<String> = P::EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect();
+        if let Ok(lag) =
+            projections::lag(self.store.pool(), statements, P::NAME, position, &types).await
+        {
+            #[allow(clippy::cast_precision_loss)] // a gauge
+            metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(lag as f64);
+        } else {
+            tracing::debug!(projection = P::NAME, "measuring the lag failed");
+        }
     }
 
     /// Stores the cursor's position as the checkpoint when the runner has
