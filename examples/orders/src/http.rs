@@ -103,16 +103,17 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .with_state(shop)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves `app` (the [`router`], with more routes if need be) on
+/// `listener` until `shutdown` completes.
 ///
 /// # Errors
 ///
 /// When accepting connections fails.
-pub async fn serve<F>(listener: TcpListener, shop: Arc<Shop>, shutdown: F) -> std::io::Result<()>
+pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(shop))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

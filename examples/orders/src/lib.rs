@@ -60,6 +60,7 @@ pub mod domain;
 pub mod http;
 pub mod projections;
 pub mod service;
+pub mod telemetry;
 
 /// What can go wrong running the service or the demo.
 ///

@@ -7,11 +7,14 @@ use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
 use orders::Error;
 use orders::service::{Projections, Shop};
+use orders::telemetry;
 
 const USAGE: &str = "\
 usage: orders               run the scripted demo against a throwaway database
        orders serve [--port N]
-                            serve the HTTP API on 127.0.0.1 (port: --port, PORT, or 3000)
+                            serve the HTTP API on 127.0.0.1 (port: --port, PORT, or 3000),
+                            with GET /metrics; spans go over OTLP to
+                            OTEL_EXPORTER_OTLP_ENDPOINT when it is set
 
 PostgreSQL: the server named by DATABASE_URL, or else a throwaway cluster
 started from the local server binaries and removed on exit.";
@@ -100,6 +103,14 @@ async fn demo() -> Result<(), Error> {
 }
 
 async fn serve(port: u16) -> Result<(), Error> {
+    let metrics = telemetry::install_prometheus()?;
+    let traces = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            println!("exporting traces over OTLP to {endpoint}");
+            Some(telemetry::export_traces(&endpoint)?)
+        }
+        _ => None,
+    };
     let postgres = local::shared().await?;
     let store = PgEventStore::connect(postgres.url(), PgStoreOptions::default()).await?;
     let shop = Arc::new(Shop::open(store).await?);
@@ -112,9 +123,16 @@ async fn serve(port: u16) -> Result<(), Error> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    orders::http::serve(listener, Arc::clone(&shop), shutdown).await?;
+    let app = orders::http::router(Arc::clone(&shop)).merge(telemetry::metrics_route(metrics));
+    orders::http::serve(listener, app, shutdown).await?;
     println!("stopping the projection runners");
-    projections.stop().await
+    let stopped = projections.stop().await;
+    if let Some(traces) = traces {
+        tokio::task::spawn_blocking(move || traces.shutdown())
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    }
+    stopped
 }
 
 fn print_examples(address: &str) {

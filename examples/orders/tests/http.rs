@@ -391,7 +391,8 @@ async fn serve_answers_on_a_socket() {
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop_server, stop_signal) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(orders::http::serve(listener, shop, async {
+    let app = orders::http::router(shop);
+    let server = tokio::spawn(orders::http::serve(listener, app, async {
         let _ = stop_signal.await;
     }));
 
