@@ -62,8 +62,8 @@ pub const PROJECTION_BATCH_DURATION: &str = "es_projection_batch_duration_second
 /// [`GAUGE_INTERVAL`] while it catches up.
 pub const PROJECTION_LAG: &str = "es_projection_lag_events";
 /// Gauge: committed events that the feed holds back behind a transaction
-/// still running, measured by idle projection runners at most every
-/// [`GAUGE_INTERVAL`].
+/// still running, measured by projection runners that read an empty page,
+/// at most every [`GAUGE_INTERVAL`].
 pub const FEED_HELD_BACK: &str = "es_feed_held_back_events";
 /// How often the gauges that need a count are measured at most.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(5);

@@ -462,9 +462,15 @@ where
             .await;
         let outcome = observe::CommandOutcomeKind::of(&result).as_str();
         span.record("es.outcome", outcome);
-        if let Ok(done) = &result {
-            span.record("es.attempts", done.attempts);
-            span.record("es.stream_version", done.stream_version);
+        match &result {
+            Ok(done) => {
+                span.record("es.attempts", done.attempts);
+                span.record("es.stream_version", done.stream_version);
+            }
+            Err(CommandError::Conflict { attempts, .. }) => {
+                span.record("es.attempts", attempts);
+            }
+            Err(_) => {}
         }
         metrics::counter!(observe::COMMANDS, "aggregate" => A::CATEGORY, "outcome" => outcome)
             .increment(1);

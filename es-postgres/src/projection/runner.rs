@@ -82,8 +82,20 @@ struct Cursor {
     saved: (Position, Instant),
     /// While catching up, the task reading the next pages.
     ahead: Option<ReadAhead>,
-    /// When the gauges were last measured.
-    measured: Option<Instant>,
+    /// When the lag gauge was last measured.
+    lag_measured: Option<Instant>,
+    /// When the held-back gauge was last measured.
+    held_back_measured: Option<Instant>,
+}
+
+/// Whether a gauge last measured at `measured` is due, and if so, marks it
+/// measured now.
+fn gauge_due(measured: &mut Option<Instant>) -> bool {
+    let due = measured.is_none_or(|at| at.elapsed() >= observe::GAUGE_INTERVAL);
+    if due {
+        *measured = Some(Instant::now());
+    }
+    due
 }
 
 impl Cursor {
@@ -92,19 +104,9 @@ impl Cursor {
             position,
             saved: (position, Instant::now()),
             ahead: None,
-            measured: None,
+            lag_measured: None,
+            held_back_measured: None,
         }
-    }
-
-    /// Whether the gauges are due to be measured again.
-    fn gauges_due(&mut self) -> bool {
-        let due = self
-            .measured
-            .is_none_or(|at| at.elapsed() >= observe::GAUGE_INTERVAL);
-        if due {
-            self.measured = Some(Instant::now());
-        }
-        due
     }
 }
 
@@ -233,7 +235,7 @@ where
                 let (applied, rebuild) = self.apply_batch(conn, &page.events, signal).await?;
                 cursor.saved = (applied, Instant::now());
                 cursor.position = applied.max(page.next);
-                if cursor.gauges_due() {
+                if gauge_due(&mut cursor.lag_measured) {
                     self.measure_lag(cursor.position).await;
                 }
                 rebuild
@@ -311,16 +313,17 @@ where
         if self.save_passed_over(conn, cursor).await? {
             return Ok(true);
         }
-        if page.more {
-            return Ok(false);
-        }
-        metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
-        if cursor.gauges_due()
+        // An empty page: the feed may be held back (then `more` is set).
+        if gauge_due(&mut cursor.held_back_measured)
             && let Ok(lag) = self.store.feed_lag().await
         {
             #[allow(clippy::cast_precision_loss)] // a gauge
             metrics::gauge!(observe::FEED_HELD_BACK).set(lag.held_back as f64);
         }
+        if page.more {
+            return Ok(false);
+        }
+        metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
         // A page read ahead was read before the waker was armed: read
         // again rather than wait for a wake-up it may have missed.
         if !from_ahead {

@@ -104,6 +104,7 @@ async fn demo() -> Result<(), Error> {
 
 async fn serve(port: u16) -> Result<(), Error> {
     let metrics = telemetry::install_prometheus()?;
+    telemetry::spawn_upkeep(metrics.clone());
     let traces = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => {
             println!("exporting traces over OTLP to {endpoint}");

@@ -38,9 +38,22 @@ pub fn metrics_route(handle: PrometheusHandle) -> Router {
         .with_state(handle)
 }
 
+/// Folds the recorded histogram samples into their summaries every few
+/// seconds (the recorder keeps them until then), for as long as the
+/// process runs.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
-    // Upkeep drains histograms into their summaries; rendering then shows
-    // every sample since the last scrape.
+    // Fold the samples recorded since the last upkeep, so that the page
+    // includes them.
     handle.run_upkeep();
     (
         [(
@@ -91,8 +104,11 @@ pub fn export_traces(endpoint: &str) -> Result<TraceExport, crate::Error> {
         .with_resource(Resource::builder().with_service_name("orders").build())
         .build();
     let tracer = provider.tracer("orders");
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+    // Info level: commands, appends, loads and projection batches; the
+    // reads (debug level) run too often to export.
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(tracing_subscriber::filter::LevelFilter::INFO);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| failed(format!("installing the tracing subscriber: {e}")))?;
     Ok(TraceExport { provider })
