@@ -71,6 +71,12 @@ impl EventView {
         serde_json::to_string_pretty(&self.metadata).unwrap_or_default()
     }
 
+    /// Whether the event has any metadata.
+    #[must_use]
+    pub fn has_metadata(&self) -> bool {
+        self.metadata.as_object().is_some_and(|m| !m.is_empty())
+    }
+
     /// The metadata's correlation id, if any.
     #[must_use]
     pub fn correlation_id(&self) -> Option<&str> {

@@ -142,6 +142,9 @@ async fn follow_causation(
     search.send_keys("Audit-7").await.expect("typing");
     click(browser, "form.search button").await;
     assert_eq!(text_of(browser, "#stream-id").await, "Audit-7");
+    click(browser, "article.event details summary").await;
+    let metadata = text_of(browser, "article.event pre.metadata").await;
+    assert!(metadata.contains(&cause.event_id.to_string()), "{metadata}");
     click(browser, "article.event h2 a").await;
     assert_eq!(text_of(browser, "#event-id").await, effect_id.to_string());
     assert!(text_of(browser, "#event-data").await.contains("\"n\": 100"));

@@ -71,7 +71,7 @@ pub(super) async fn show(
             event.recorded_at,
             event.event_id,
         );
-        if event.metadata.as_object().is_some_and(|m| !m.is_empty()) {
+        if event.has_metadata() {
             let _ = writeln!(text, "metadata {}", event.pretty_metadata());
         }
         text.push_str(&event.pretty_data());
