@@ -193,6 +193,15 @@ const RECALL_PAGE: u32 = 64;
 /// to a cached state alone: the tail is read and the command decided again
 /// when it has new events, so a stale cache cannot cause a wrong refusal.
 ///
+/// **Stores that read from a replica** ([`EventStore::reads_may_lag`]):
+/// the snapshot and the tail of step 2 come from the replica and may miss
+/// the newest events. A decision to append is still checked by the
+/// `Exact` append on the primary; when it fails, the tail of step 5 is a
+/// [`latest`](StreamRead::latest) read, which the primary serves. A
+/// refusal or an empty decision is confirmed the same way before it is
+/// returned, as for a cached state. So every outcome is decided on the
+/// newest version; a lagging replica costs a retry, never a wrong answer.
+///
 /// **Commands sent again.** A command whose [`CommandContext`] has a command
 /// id takes effect at most once: its events get ids derived from the
 /// command id ([`command_event_id`]), so when it is sent again (after a
@@ -336,7 +345,7 @@ where
             events_read: 0,
         };
         loaded.events_read = self
-            .catch_up(stream, &mut loaded.state, &mut loaded.version)
+            .catch_up(stream, &mut loaded.state, &mut loaded.version, false)
             .await?;
         Ok(loaded)
     }
@@ -375,17 +384,18 @@ where
     }
 
     /// Reads the events after `version` and applies them; returns how many
-    /// were read.
+    /// were read. A `latest` read sees every committed event even on a
+    /// store that reads from a replica.
     async fn catch_up(
         &self,
         stream: &StreamId,
         state: &mut A,
         version: &mut u64,
+        latest: bool,
     ) -> Result<usize, StoreError> {
-        let tail = self
-            .store
-            .read_stream(stream, StreamRead::forward().from_version(*version + 1))
-            .await?;
+        let mut read = StreamRead::forward().from_version(*version + 1);
+        read.latest = latest;
+        let tail = self.store.read_stream(stream, read).await?;
         let read = tail.len();
         for recorded in &tail {
             match A::Event::decode(recorded) {
@@ -642,13 +652,16 @@ where
             let (state, snapshot) = self.load_snapshot(stream).await;
             Run::new(state, snapshot.map_or(0, |version| version))
         };
-        run.verified = !(run.cached && self.options.trust_cache);
-        if run.verified {
+        let read_tail = !(run.cached && self.options.trust_cache);
+        if read_tail {
             run.replayed = self
-                .catch_up(stream, &mut run.state, &mut run.version)
+                .catch_up(stream, &mut run.state, &mut run.version, false)
                 .await?;
             run.events_read += run.replayed;
         }
+        // A tail read from a replica may miss the newest events: an append
+        // still checks the version, a refusal is confirmed first (`verify`).
+        run.verified = read_tail && !self.store.reads_may_lag();
         Ok(run)
     }
 
@@ -657,7 +670,7 @@ where
     async fn verify(&self, stream: &StreamId, run: &mut Run<A>) -> Result<usize, StoreError> {
         run.verified = true;
         let read = self
-            .catch_up(stream, &mut run.state, &mut run.version)
+            .catch_up(stream, &mut run.state, &mut run.version, true)
             .await?;
         run.events_read += read;
         Ok(read)

@@ -84,6 +84,11 @@ pub struct StreamRead {
     pub from: u64,
     /// Most events to return.
     pub limit: usize,
+    /// Whether the read must include every event committed before it
+    /// began. A store that serves reads from a replica
+    /// ([`EventStore::reads_may_lag`]) serves such a read from the primary;
+    /// every other store reads the same either way.
+    pub latest: bool,
 }
 
 impl StreamRead {
@@ -94,6 +99,7 @@ impl StreamRead {
             direction: ReadDirection::Forward,
             from: 0,
             limit: usize::MAX,
+            latest: false,
         }
     }
 
@@ -104,6 +110,7 @@ impl StreamRead {
             direction: ReadDirection::Backward,
             from: u64::MAX,
             limit: usize::MAX,
+            latest: false,
         }
     }
 
@@ -118,6 +125,14 @@ impl StreamRead {
     #[must_use]
     pub const fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
+        self
+    }
+
+    /// Sets [`latest`](Self::latest): the read sees every event committed
+    /// before it began, even on a store that reads from a replica.
+    #[must_use]
+    pub const fn latest(mut self) -> Self {
+        self.latest = true;
         self
     }
 
@@ -472,4 +487,17 @@ pub trait EventStore: Send + Sync {
 
     /// The size limits this store enforces.
     fn limits(&self) -> StoreLimits;
+
+    /// Whether reads may miss events committed just before them: true for
+    /// a store that serves reads from a replica, which replays the
+    /// primary's commits a little later. Appends and their expected-version
+    /// checks are never affected, and a [`StreamRead::latest`] read sees
+    /// every committed event either way. A [`Repository`](crate::Repository)
+    /// on such a store confirms a refusal or an empty decision with a
+    /// `latest` read before it returns it.
+    ///
+    /// The default is `false`.
+    fn reads_may_lag(&self) -> bool {
+        false
+    }
 }

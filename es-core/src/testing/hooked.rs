@@ -39,6 +39,22 @@ pub trait Hooks<S: Sync>: Send + Sync {
     fn after_read_stream(&self, events: &[RecordedEvent]) {
         let _ = events;
     }
+
+    /// Turns the events of a stream read that is not
+    /// [`latest`](StreamRead::latest) into the caller's: a hook that drops
+    /// the newest ones plays a replica that has not replayed them yet.
+    fn lagging_read(&self, events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        events
+    }
+
+    /// Whether the store says its reads may lag (by default, as the inner
+    /// store says).
+    fn reads_may_lag(&self, inner: &S) -> bool
+    where
+        S: EventStore,
+    {
+        inner.reads_may_lag()
+    }
 }
 
 /// A store that forwards every call to `inner`, running `hooks` around
@@ -80,7 +96,10 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Hooked<S, H> {
         stream: &StreamId,
         read: StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let events = self.inner.read_stream(stream, read).await?;
+        let mut events = self.inner.read_stream(stream, read).await?;
+        if !read.latest {
+            events = self.hooks.lagging_read(events);
+        }
         self.hooks.after_read_stream(&events);
         Ok(events)
     }
@@ -109,6 +128,10 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Hooked<S, H> {
 
     fn limits(&self) -> StoreLimits {
         self.inner.limits()
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.hooks.reads_may_lag(&self.inner)
     }
 }
 

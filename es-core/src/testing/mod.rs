@@ -123,6 +123,8 @@ macro_rules! conformance_suite {
             repository_two_repositories_see_each_others_writes,
             repository_stale_cache_retries_after_the_conflict,
             repository_stale_cache_does_not_refuse_wrongly,
+            repository_on_lagging_reads_does_not_refuse_wrongly,
+            repository_on_lagging_reads_retries_on_the_newest_version,
             repository_conflicts_are_retried_a_bounded_number_of_times,
             repository_new_events_carry_correlation_and_causation,
             repository_snapshots_every_n_events_and_loads_read_only_the_tail,

@@ -454,6 +454,78 @@ pub async fn repository_stale_cache_does_not_refuse_wrongly<
     assert_eq!(outcome.stream_version, 4);
 }
 
+/// A replica that has replayed a stream up to `version` and no further:
+/// reads that are not `latest` miss the newer events.
+struct Replica {
+    version: u64,
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore> Hooks<S> for Replica {
+    fn lagging_read(&self, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        events.retain(|event| event.version <= self.version);
+        events
+    }
+
+    fn reads_may_lag(&self, _: &S) -> bool {
+        true
+    }
+}
+
+/// On a store whose reads lag, a refusal is confirmed on the newest
+/// version: the replica says 10 cents, the stream says 100.
+pub async fn repository_on_lagging_reads_does_not_refuse_wrongly<
+    S: EventStore + SnapshotStore + Clone,
+>(
+    store: S,
+) {
+    let primary = Repository::<Account, _>::new(store.clone());
+    let id = account("1");
+    open_with(&primary, &id, 10).await;
+    primary
+        .execute(&id, &Deposit(90), &CommandContext::new())
+        .await
+        .expect("a deposit the replica has not replayed");
+    let lagging = Repository::<Account, _>::new(Hooked::new(store, Replica { version: 2 }));
+    let outcome = lagging
+        .execute(&id, &Withdraw(100), &CommandContext::new())
+        .await
+        .expect("the withdrawal, decided on the newest version");
+    assert_eq!(outcome.stream_version, 4);
+    // And a refusal that holds on the newest version is still a refusal.
+    let refused = lagging
+        .execute(&id, &Withdraw(1), &CommandContext::new())
+        .await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(_))),
+        "an empty account refuses: {refused:?}"
+    );
+}
+
+/// On a store whose reads lag, a decision on a stale tail fails its
+/// `Exact` append, and the retry reads the newest tail.
+pub async fn repository_on_lagging_reads_retries_on_the_newest_version<
+    S: EventStore + SnapshotStore + Clone,
+>(
+    store: S,
+) {
+    let primary = Repository::<Account, _>::new(store.clone());
+    let id = account("1");
+    open_with(&primary, &id, 10).await;
+    primary
+        .execute(&id, &Deposit(5), &CommandContext::new())
+        .await
+        .expect("a deposit the replica has not replayed");
+    let lagging = Repository::<Account, _>::new(Hooked::new(store, Replica { version: 2 }));
+    let outcome = lagging
+        .execute(&id, &Deposit(1), &CommandContext::new())
+        .await
+        .expect("a deposit decided on a stale tail, then on the newest");
+    assert_eq!((outcome.stream_version, outcome.attempts), (4, 2));
+    let balance = primary.load(&id).await.expect("loading").state.balance;
+    assert_eq!(balance, 16, "every deposit counted once");
+}
+
 /// Conflicts are retried `max_retries` times, then the command fails with `Conflict`.
 pub async fn repository_conflicts_are_retried_a_bounded_number_of_times<
     S: EventStore + SnapshotStore,
