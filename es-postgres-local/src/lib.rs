@@ -41,6 +41,17 @@
 //! removed when the `LocalPostgres` is dropped or the process ends, whether
 //! the server is running then or not.
 //!
+//! # A hot standby, and a transaction pooler
+//!
+//! [`replicated`] starts a throwaway primary and a hot standby streaming
+//! from it (always fresh clusters: `DATABASE_URL` is ignored);
+//! [`Replicated::wait_for_replay`] waits until the standby has caught up.
+//! [`pooler`] starts the connection pooler `pgbouncer` in transaction pooling
+//! mode in front of a server (installing the Debian package when it is
+//! missing and the process runs as root), and [`shared_pooler`] one per process in front of
+//! [`shared`]; [`Pooler::url`] maps a database URL to the same database
+//! through the pooler. Both have watchdogs like the clusters'.
+//!
 //! # Databases
 //!
 //! Each test should take a fresh database from [`LocalPostgres::create_database`].
@@ -71,6 +82,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::{Connection as _, Executor as _};
+
+mod pooler;
+mod replica;
+
+pub use pooler::{Pooler, pooler, shared_pooler};
+pub use replica::{Replicated, replicated};
 
 /// The environment variable naming an existing server to use instead of a
 /// throwaway cluster.
@@ -157,6 +174,49 @@ pub enum LocalError {
     )]
     NotPrivate,
 
+    /// The standby of [`replicated`] did not replay the primary's WAL in
+    /// time ([`Replicated::wait_for_replay`]).
+    #[error(
+        "the standby did not replay the primary's WAL up to {target} within {waited_secs} s \
+         (it replayed up to {replayed})\n\
+         --- last lines of the standby's server log ---\n{log_tail}"
+    )]
+    Replay {
+        /// The primary's WAL position to reach.
+        target: String,
+        /// The standby's last replayed position when giving up.
+        replayed: String,
+        /// How long it was waited for.
+        waited_secs: u64,
+        /// The last lines of the standby's server log.
+        log_tail: String,
+    },
+
+    /// PgBouncer is missing and this process cannot install it.
+    #[error(
+        "PgBouncer (pgbouncer) was not found on PATH or at /usr/sbin/pgbouncer, and {why}: \
+         install the `pgbouncer` package (Debian: apt-get install pgbouncer)"
+    )]
+    PgbouncerNotFound {
+        /// Why it was not installed.
+        why: String,
+    },
+
+    /// PgBouncer did not start, or did not accept connections in time.
+    #[error(
+        "PgBouncer did not start ({attempts} attempt(s)): {reason}\n\
+         --- last lines of the PgBouncer log ---\n{log_tail}"
+    )]
+    PoolerStart {
+        /// How many times starting was tried.
+        attempts: u32,
+        /// What went wrong on the last attempt.
+        reason: String,
+        /// The last lines of PgBouncer's log of the last attempt (the log
+        /// itself is removed with the pooler's directory).
+        log_tail: String,
+    },
+
     /// A statement sent to the server failed.
     #[error("{action}: {source}")]
     Sql {
@@ -241,7 +301,7 @@ pub async fn shared() -> Result<&'static LocalPostgres, LocalError> {
 /// As [`shared`] when it starts a cluster: the server binaries are missing,
 /// or the cluster cannot be created or started.
 pub async fn private() -> Result<LocalPostgres, LocalError> {
-    let start = || LocalPostgres::start_cluster(true);
+    let start = || LocalPostgres::start_cluster(true, "");
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.spawn_blocking(start).await.map_err(|error| {
             LocalError::io(
@@ -364,25 +424,27 @@ impl LocalPostgres {
                 admin_url: url.trim().to_owned(),
                 cluster: None,
             }),
-            _ => Self::start_cluster(false),
+            _ => Self::start_cluster(false, ""),
         }
     }
 
-    /// Starts a throwaway cluster, ignoring `DATABASE_URL`.
-    fn start_cluster(private: bool) -> Result<Self, LocalError> {
+    /// Starts a throwaway cluster, ignoring `DATABASE_URL`, with
+    /// `extra_settings` appended to its `postgresql.conf`.
+    fn start_cluster(private: bool, extra_settings: &str) -> Result<Self, LocalError> {
         let binaries = find_binaries().ok_or(LocalError::BinariesNotFound)?;
-        let cluster = Cluster::start(&binaries, private)?;
+        let cluster = Cluster::start(&binaries, private, extra_settings)?;
         Ok(Self {
-            admin_url: format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", cluster.port),
+            admin_url: admin_url(cluster.port),
             cluster: Some(cluster),
         })
     }
 }
 
 /// Runs blocking `work` off the async runtime when there is one.
-async fn run_blocking<F>(what: &str, work: F) -> Result<(), LocalError>
+async fn run_blocking<F, T>(what: &str, work: F) -> Result<T, LocalError>
 where
-    F: FnOnce() -> Result<(), LocalError> + Send + 'static,
+    F: FnOnce() -> Result<T, LocalError> + Send + 'static,
+    T: Send + 'static,
 {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle
@@ -399,6 +461,21 @@ fn unique_database_name() -> String {
     let counter = DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("es_test_{}_{counter}_{}", std::process::id(), &random[..8])
+}
+
+/// The URL of the `postgres` database of a throwaway cluster on `port`.
+fn admin_url(port: u16) -> String {
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres")
+}
+
+/// The database (path) of a `postgres://` URL, still percent-encoded as in
+/// the URL; `None` when the URL names none.
+fn database_of(url: &str) -> Option<&str> {
+    let base = url.find('?').map_or(url, |at| &url[..at]);
+    let authority = base.find("://").map_or(0, |at| at + 3);
+    let path = &base[authority..];
+    let database = &path[path.find('/')? + 1..];
+    (!database.is_empty()).then_some(database)
 }
 
 /// Replaces the database (path) of a `postgres://` URL, keeping the user,
@@ -605,10 +682,8 @@ struct Cluster {
     binaries: Binaries,
     /// Whether it comes from [`private`], and so may be stopped and started.
     private: bool,
-    /// Dropping this ends the watchdog's `read`, which stops and removes the
-    /// cluster.
-    watchdog_stdin: Option<ChildStdin>,
-    watchdog: Child,
+    /// Dropping this stops the server and removes the directory.
+    _watchdog: Watchdog,
 }
 
 /// What it takes to stop and start a cluster's server, detached from the
@@ -622,36 +697,45 @@ struct Control {
 }
 
 impl Cluster {
-    fn start(binaries: &Binaries, private: bool) -> Result<Self, LocalError> {
+    /// Starts a cluster set up by [`init`](Self::init), with
+    /// `extra_settings` appended to its `postgresql.conf` (later lines win).
+    fn start(binaries: &Binaries, private: bool, extra_settings: &str) -> Result<Self, LocalError> {
+        let mut cluster = Self::create(binaries, private)?;
+        // On any error below, dropping `cluster` stops and removes it.
+        cluster.init(binaries, extra_settings)?;
+        cluster.port = cluster.control().start_on(None)?;
+        Ok(cluster)
+    }
+
+    /// A fresh temporary directory (with no `data/` yet) and the watchdog that
+    /// stops the server of `data/` and removes the directory.
+    fn create(binaries: &Binaries, private: bool) -> Result<Self, LocalError> {
         let run_as = RunAs::detect();
-        // Under /tmp: short enough for a Unix socket path, and traversable by
-        // the `postgres` user when we are root.
-        let base = Path::new("/tmp");
-        let temp = tempfile::Builder::new()
-            .prefix("es-postgres-")
-            .tempdir_in(if base.is_dir() {
-                base.to_owned()
-            } else {
-                std::env::temp_dir()
-            })
-            .map_err(|error| LocalError::io("creating a temporary directory", error))?;
-        let data = temp.path().join("data");
-        let watchdog = spawn_watchdog(run_as, binaries, temp.path(), &data)?;
-        // From here on the watchdog owns the directory and removes it.
-        let dir = temp.keep();
-        let mut cluster = Self {
+        let pg_ctl = binaries.pg_ctl();
+        let (dir, watchdog) = watched_temp_dir("es-postgres-", |dir| {
+            let data = dir.join("data");
+            run_as.argv(
+                &pg_ctl,
+                &[
+                    "stop",
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "10",
+                ],
+            )
+        })?;
+        Ok(Self {
             dir,
             port: 0,
             run_as,
             binaries: binaries.clone(),
             private,
-            watchdog_stdin: watchdog.stdin,
-            watchdog: watchdog.child,
-        };
-        // On any error below, dropping `cluster` stops and removes it.
-        cluster.init(run_as, binaries)?;
-        cluster.port = cluster.control().start_on(None)?;
-        Ok(cluster)
+            _watchdog: watchdog,
+        })
     }
 
     fn control(&self) -> Control {
@@ -667,22 +751,10 @@ impl Cluster {
         self.dir.join("data")
     }
 
-    /// Runs `initdb` and writes the server settings.
-    fn init(&self, run_as: RunAs, binaries: &Binaries) -> Result<(), LocalError> {
-        if run_as.is_root() {
-            let mut command = Command::new("chown");
-            command
-                .args(["-R", "postgres:postgres"])
-                .arg(&self.dir)
-                .stdin(Stdio::null());
-            let line = format!("chown -R postgres:postgres {}", self.dir.display());
-            run(
-                command,
-                &line,
-                "PostgreSQL refuses to run as root, so the server is run as the `postgres` system \
-                 user, which the PostgreSQL server packages create",
-            )?;
-        }
+    /// Runs `initdb` and writes the server settings, then `extra_settings`.
+    fn init(&self, binaries: &Binaries, extra_settings: &str) -> Result<(), LocalError> {
+        let run_as = self.run_as;
+        hand_over(run_as, &self.dir)?;
         let data = self.data();
         let data = data.to_string_lossy();
         let (command, line) = run_as.command(
@@ -710,16 +782,44 @@ impl Cluster {
              max_connections = 300\n\
              fsync = off\n\
              synchronous_commit = off\n\
-             full_page_writes = off\n",
+             full_page_writes = off\n\
+             {extra_settings}",
             self.dir.to_string_lossy().replace('\'', "''"),
         );
-        let conf = self.data().join("postgresql.conf");
-        fs::OpenOptions::new()
-            .append(true)
-            .open(&conf)
-            .and_then(|mut file| io::Write::write_all(&mut file, settings.as_bytes()))
-            .map_err(|error| LocalError::io(format!("writing {}", conf.display()), error))
+        append_settings(&self.data(), &settings)
     }
+}
+
+/// Appends `settings` to `data/postgresql.conf`; later lines win.
+fn append_settings(data: &Path, settings: &str) -> Result<(), LocalError> {
+    let conf = data.join("postgresql.conf");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .and_then(|mut file| io::Write::write_all(&mut file, settings.as_bytes()))
+        .map_err(|error| LocalError::io(format!("writing {}", conf.display()), error))
+}
+
+/// Hands `dir` over to the `postgres` user when this process is root, so that
+/// the server binaries, run as that user, can write there.
+fn hand_over(run_as: RunAs, dir: &Path) -> Result<(), LocalError> {
+    if !run_as.is_root() {
+        return Ok(());
+    }
+    let mut command = Command::new("chown");
+    command
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .stdin(Stdio::null());
+    let line = format!("chown -R postgres:postgres {}", dir.display());
+    run(
+        command,
+        &line,
+        "PostgreSQL and PgBouncer refuse to run as root, so they are run as the `postgres` \
+         system user, which the PostgreSQL server packages (and pgbouncer's dependency \
+         postgresql-common) create",
+    )
+    .map(drop)
 }
 
 impl Control {
@@ -828,19 +928,22 @@ impl Control {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Closing the pipe makes the watchdog stop the server and remove the
-        // directory; wait for it so that both are gone when `drop` returns.
-        drop(self.watchdog_stdin.take());
-        let _ = self.watchdog.wait();
-    }
-}
-
-/// The watchdog process and the write end of its stdin.
+/// The watchdog process and the write end of its stdin. Dropping it closes
+/// the pipe and waits until the watchdog has stopped what it watches and
+/// removed its directory.
+#[derive(Debug)]
 struct Watchdog {
     child: Child,
     stdin: Option<ChildStdin>,
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Closing the pipe makes the watchdog stop the server and remove the
+        // directory; wait for it so that both are gone when `drop` returns.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// The watchdog's script: `$1` is the directory to remove, the remaining
@@ -853,25 +956,38 @@ shift
 rm -rf -- "$dir"
 "#;
 
-/// Starts the shell that stops the server and removes `dir` once this
-/// process closes its stdin, by exiting or by dropping the [`Cluster`].
-fn spawn_watchdog(
-    run_as: RunAs,
-    binaries: &Binaries,
-    dir: &Path,
-    data: &Path,
-) -> Result<Watchdog, LocalError> {
-    let data = data.to_string_lossy();
-    let stop = run_as.argv(
-        &binaries.pg_ctl(),
-        &["stop", "-D", &data, "-m", "immediate", "-w", "-t", "10"],
-    );
+/// Creates a fresh temporary directory under `/tmp` (short enough for a Unix
+/// socket path, and traversable by the `postgres` user when we are root) and
+/// starts its watchdog, which runs the command `stop(dir)` and then removes
+/// the directory once this process exits or drops the [`Watchdog`].
+fn watched_temp_dir(
+    prefix: &str,
+    stop: impl FnOnce(&Path) -> Vec<String>,
+) -> Result<(PathBuf, Watchdog), LocalError> {
+    let base = Path::new("/tmp");
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(if base.is_dir() {
+            base.to_owned()
+        } else {
+            std::env::temp_dir()
+        })
+        .map_err(|error| LocalError::io("creating a temporary directory", error))?;
+    let stop = stop(temp.path());
+    let watchdog = spawn_watchdog(temp.path(), &stop)?;
+    // From here on the watchdog owns the directory and removes it.
+    Ok((temp.keep(), watchdog))
+}
+
+/// Starts the shell that runs `stop` and removes `dir` once this process
+/// closes its stdin, by exiting or by dropping the [`Watchdog`].
+fn spawn_watchdog(dir: &Path, stop: &[String]) -> Result<Watchdog, LocalError> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG_SCRIPT)
         .arg("es-postgres-watchdog")
         .arg(dir)
-        .args(&stop)
+        .args(stop)
         .current_dir("/")
         .stdin(Stdio::piped())
         // Must not keep the test harness's output pipes open.
@@ -980,7 +1096,7 @@ mod tests {
             return Ok(());
         }
         let postgres =
-            tokio::task::spawn_blocking(|| LocalPostgres::start_cluster(false)).await??;
+            tokio::task::spawn_blocking(|| LocalPostgres::start_cluster(false, "")).await??;
         let url = postgres.url().to_owned();
         let dir = postgres
             .cluster
@@ -1052,6 +1168,20 @@ mod tests {
         ];
         for (url, expected) in cases {
             assert_eq!(with_database(url, "new"), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn reads_the_database_of_a_url() {
+        let cases = [
+            ("postgres://u:p@h:5432/db", Some("db")),
+            ("postgres://u@h/db?sslmode=disable", Some("db")),
+            ("postgres://h:1", None),
+            ("postgres://h:1/?x=y", None),
+            ("postgres:///db?host=/run/pg", Some("db")),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(database_of(url), expected, "{url}");
         }
     }
 

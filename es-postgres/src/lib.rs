@@ -90,6 +90,8 @@ pub mod migrate;
 mod notify;
 mod options;
 pub mod projection;
+mod route;
+mod servers;
 mod store;
 
 pub use catalog::{Activity, CategorySummary, MinuteCount, StoreSummary, StreamSummary};
@@ -100,4 +102,5 @@ pub use projection::{
     AtLeastOnce, ErrorPolicy, ExactlyOnce, LeaseHolder, OnFailure, ParkedEvent, ProjectionError,
     ProjectionHandle, ProjectionRunner, ProjectionState, ProjectionStatus, RunnerOptions,
 };
+pub use servers::{PgPools, PgServers, ready_pooled_connection};
 pub use store::PgEventStore;

@@ -1,12 +1,14 @@
 //! Waking subscriptions: in-process after each local append, and across
-//! processes through one LISTEN connection per store.
+//! processes through one LISTEN connection per store. A store that reads
+//! from a replica wakes its followers once the replica has replayed what
+//! the primary held when the wake-up came (see [`Gate`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::data::listeners;
 
@@ -19,20 +21,43 @@ pub(crate) struct Wakeups {
     listener: Mutex<Option<oneshot::Sender<()>>>,
     /// When this store last looked for rows of ended listeners.
     last_sweep: Mutex<Option<tokio::time::Instant>>,
+    /// The primary and the replica, when followers read a replica.
+    gate: Option<(PgPool, PgPool)>,
+    /// Wake-ups waiting for the replica to replay; `None` without a
+    /// replica, or before the first subscriber.
+    waiting: Mutex<Option<Waiting>>,
+}
+
+/// The requests of the task that wakes followers of a replica.
+#[derive(Debug)]
+struct Waiting {
+    requests: Arc<Notify>,
+    /// Dropped with the store, which stops the task.
+    _stop: oneshot::Sender<()>,
 }
 
 impl Wakeups {
-    pub(crate) fn new() -> Self {
+    /// Wake-ups of a store; `gate` holds the primary's and the replica's
+    /// pools when followers read a replica.
+    pub(crate) fn new(gate: Option<(PgPool, PgPool)>) -> Self {
         Self {
             signal: Arc::new(watch::channel(0).0),
             listener: Mutex::new(None),
             last_sweep: Mutex::new(None),
+            gate,
+            waiting: Mutex::new(None),
         }
     }
 
-    /// Wakes this process's subscribers.
+    /// Wakes this process's subscribers (once the replica has replayed
+    /// what the primary holds now, when they read one).
     pub(crate) fn wake(&self) {
-        bump(&self.signal);
+        if self.gate.is_none() {
+            bump(&self.signal);
+        } else if let Some(waiting) = &*self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+        {
+            waiting.requests.notify_one();
+        }
     }
 
     /// A receiver of wake-ups, starting the LISTEN task on first use.
@@ -48,19 +73,109 @@ impl Wakeups {
         if listener.is_none()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            let wake = self.start_gate(&runtime);
             let (stop, stopped) = oneshot::channel();
-            runtime.spawn(listen(
-                pool.clone(),
-                channel,
-                listeners,
-                Arc::clone(&self.signal),
-                stopped,
-            ));
+            runtime.spawn(listen(pool.clone(), channel, listeners, wake, stopped));
             *listener = Some(stop);
         }
         self.signal.subscribe()
     }
+
+    /// How the listener wakes followers: at once, or through the task that
+    /// waits for the replica, which this starts.
+    fn start_gate(&self, runtime: &tokio::runtime::Handle) -> Wake {
+        let Some((primary, replica)) = self.gate.clone() else {
+            return Wake::Now(Arc::clone(&self.signal));
+        };
+        let requests = Arc::new(Notify::new());
+        let (stop, stopped) = oneshot::channel();
+        let gate = Gate {
+            primary,
+            replica,
+            signal: Arc::clone(&self.signal),
+        };
+        runtime.spawn(gate.run(Arc::clone(&requests), stopped));
+        *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) = Some(Waiting {
+            requests: Arc::clone(&requests),
+            _stop: stop,
+        });
+        Wake::AfterReplay(requests)
+    }
 }
+
+/// How a wake-up reaches the followers.
+#[derive(Debug, Clone)]
+enum Wake {
+    Now(Arc<watch::Sender<u64>>),
+    /// Through [`Gate`].
+    AfterReplay(Arc<Notify>),
+}
+
+impl Wake {
+    fn wake(&self) {
+        match self {
+            Self::Now(signal) => bump(signal),
+            Self::AfterReplay(requests) => requests.notify_one(),
+        }
+    }
+}
+
+/// Wakes followers of a replica once it has replayed the primary's WAL as
+/// of the wake-up: woken at once, they would read before the replica has
+/// the new events and then wait for the next poll. Wake-ups that arrive
+/// while it waits are served by its next round.
+struct Gate {
+    primary: PgPool,
+    replica: PgPool,
+    signal: Arc<watch::Sender<u64>>,
+}
+
+impl Gate {
+    async fn run(self, requests: Arc<Notify>, mut stopped: oneshot::Receiver<()>) {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = requests.notified() => {}
+            }
+            let replayed = tokio::time::timeout(REPLAY_WAIT, self.replayed());
+            tokio::select! {
+                _ = &mut stopped => return,
+                waited = replayed => {
+                    if let Ok(Err(error)) = waited {
+                        tracing::debug!(%error, "waiting for the replica to replay failed");
+                    }
+                }
+            }
+            // Replayed, or given up on: the poll is the backstop.
+            bump(&self.signal);
+        }
+    }
+
+    /// Returns once the replica has replayed the primary's WAL as of now.
+    async fn replayed(&self) -> Result<(), sqlx::Error> {
+        let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.primary)
+            .await?;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let done: Option<bool> =
+                sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
+                    .bind(&target)
+                    .fetch_one(&self.replica)
+                    .await?;
+            if done != Some(false) {
+                // Replayed, or not a replica at all (null): read now.
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long a wake-up waits for the replica before it wakes the followers
+/// anyway.
+const REPLAY_WAIT: Duration = Duration::from_secs(5);
 
 fn bump(signal: &watch::Sender<u64>) {
     signal.send_modify(|n| *n = n.wrapping_add(1));
@@ -79,7 +194,7 @@ async fn listen(
     pool: PgPool,
     channel: String,
     listeners: listeners::Statements,
-    signal: Arc<watch::Sender<u64>>,
+    signal: Wake,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let listeners::Statements {
@@ -101,7 +216,7 @@ async fn listen(
         };
         match connected {
             Ok(mut listener) => {
-                bump(&signal);
+                signal.wake();
                 let ended = tokio::select! {
                     _ = &mut stopped => None,
                     error = forward(&mut listener, &register, &signal) => Some(error),
@@ -123,7 +238,7 @@ async fn listen(
                 tracing::debug!(%error, %channel, "event notification listener could not connect");
             }
         }
-        bump(&signal);
+        signal.wake();
         tokio::select! {
             _ = &mut stopped => return,
             () = tokio::time::sleep(backoff) => {}
@@ -133,11 +248,7 @@ async fn listen(
 }
 
 /// Wakes `signal` for each notification until the connection fails.
-async fn forward(
-    listener: &mut PgListener,
-    register: &str,
-    signal: &watch::Sender<u64>,
-) -> sqlx::Error {
+async fn forward(listener: &mut PgListener, register: &str, signal: &Wake) -> sqlx::Error {
     loop {
         match listener.try_recv().await {
             Ok(Some(_)) => {}
@@ -151,7 +262,7 @@ async fn forward(
             }
             Err(error) => return error,
         }
-        bump(signal);
+        signal.wake();
     }
 }
 

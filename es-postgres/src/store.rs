@@ -1,7 +1,6 @@
 //! [`PgEventStore`]: the event-store contract on PostgreSQL. Control flow
 //! only: the statements and row decoding live in [`crate::data`].
 
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,7 @@ use es_core::{
     Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamId,
     StreamRead,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::PgPool;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -21,9 +19,11 @@ use crate::PgStoreOptions;
 use crate::convert;
 use crate::data::events::{Attempt, Batch, RawEvent};
 use crate::data::{self, Statements};
-use crate::error::Failure;
+use crate::error::{Failure, classify};
 use crate::migrate::{self, MigrateError};
 use crate::notify::{self, Wakeups};
+use crate::route::Route;
+use crate::servers::{self, PgPools, PgServers};
 
 /// An [`EventStore`] in PostgreSQL.
 ///
@@ -60,7 +60,16 @@ pub struct PgEventStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// Direct sessions to the primary.
     pool: PgPool,
+    /// Appends, reads by id and snapshot writes: the primary, directly or
+    /// through a pooler.
+    writes: Route,
+    /// Stream and feed reads and snapshot loads: the replica, else as
+    /// `writes`.
+    reads: Route,
+    /// Whether `reads` is a replica.
+    replica: bool,
     options: PgStoreOptions,
     statements: Statements,
     wakeups: Wakeups,
@@ -70,13 +79,34 @@ impl PgEventStore {
     /// A store over `pool`. Call [`migrate`](Self::migrate) once before use.
     #[must_use]
     pub fn new(pool: PgPool, options: PgStoreOptions) -> Self {
+        Self::with_pools(PgPools::new(pool), options)
+    }
+
+    /// A store over `pools`: the primary, and optionally a pooler in front
+    /// of it and a streaming replica (see [`PgServers`] for what runs
+    /// where).
+    #[must_use]
+    pub fn with_pools(pools: PgPools, options: PgStoreOptions) -> Self {
         let statements = Statements::new(options.schema());
+        let writes = pools
+            .pooler
+            .map_or_else(|| Route::direct(pools.primary.clone()), Route::pooled);
+        let (reads, replica) = match pools.replica {
+            Some(replica) => (Route::direct(replica), true),
+            None => (writes.clone(), false),
+        };
+        // Followers reading a replica are woken once it has replayed what
+        // woke them.
+        let gate = replica.then(|| (pools.primary.clone(), reads.pool().clone()));
         Self {
             inner: Arc::new(Inner {
-                pool,
+                pool: pools.primary,
+                writes,
+                reads,
+                replica,
                 options,
                 statements,
-                wakeups: Wakeups::new(),
+                wakeups: Wakeups::new(gate),
             }),
         }
     }
@@ -104,36 +134,23 @@ impl PgEventStore {
     /// the session (with the server's reason), [`StoreError::Timeout`] when
     /// it does not answer within 30 seconds.
     pub async fn connect(url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
-        let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::backend("connect", e))?
-            .options([("jit", "off")]);
-        // Sessions name their program (unless the URL does), so that an
-        // operator can tell whose session holds a lease or the feed.
-        if connect.get_application_name().is_none()
-            && let Some(program) = program_name()
-        {
-            connect = connect.application_name(&program);
-        }
-        // One session first, on its own: a wrong address, password or
-        // database fails here at once with the server's reason, where the
-        // pool would retry until its timeout and report only that.
-        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
-            .await
-            .map_err(|_| StoreError::Timeout {
-                operation: "connect",
-            })?
-            .map_err(|e| StoreError::backend("connect", e))?;
-        first
-            .close()
-            .await
-            .map_err(|e| StoreError::backend("connect", e))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .test_before_acquire(false)
-            .connect_with(connect)
-            .await
-            .map_err(|e| StoreError::backend("connect", e))?;
-        Ok(Self::new(pool, options))
+        Self::connect_servers(&PgServers::new(url), options).await
+    }
+
+    /// Connects to the primary, and to the pooler and the replica of
+    /// `servers` when it names them, as [`connect`](Self::connect) does to
+    /// one server. Through a pooler, sessions cannot be given `jit = off`:
+    /// set it for the role or the database (`ALTER ROLE app SET jit =
+    /// off`).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), for each server.
+    pub async fn connect_servers(
+        servers: &PgServers,
+        options: PgStoreOptions,
+    ) -> Result<Self, StoreError> {
+        Ok(Self::with_pools(servers::connect(servers).await?, options))
     }
 
     /// Creates the schema and applies pending migrations. Idempotent, and
@@ -160,10 +177,23 @@ impl PgEventStore {
             .map_err(|e| crate::error::read_error("read the applied migrations", e))
     }
 
-    /// The connection pool.
+    /// The pool of direct sessions to the primary (migrations, listening,
+    /// projections, operators' questions).
     #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// Whether stream and feed reads go to a replica.
+    #[must_use]
+    pub fn reads_from_replica(&self) -> bool {
+        self.inner.replica
+    }
+
+    /// Whether appends and reads go through a transaction-pooling pooler.
+    #[must_use]
+    pub fn through_pooler(&self) -> bool {
+        self.inner.writes.is_pooled()
     }
 
     /// The store's options.
@@ -206,15 +236,7 @@ impl PgEventStore {
         let max_retries = self.inner.options.append_retries;
         let (mut retries, mut check) = (0, false);
         loop {
-            let run = data::events::append(
-                &self.inner.pool,
-                &self.inner.statements.events,
-                stream,
-                expected,
-                &batch,
-                check,
-            )
-            .await;
+            let run = self.append_once(stream, expected, &batch, check).await;
             let (why, error) = match run {
                 Ok(Attempt::Done(result)) => {
                     if batch.len() > 0 && !result.idempotent_replay {
@@ -254,6 +276,25 @@ impl PgEventStore {
         }
     }
 
+    /// Runs the append function once, in a transaction of its own through
+    /// a pooler.
+    async fn append_once(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+        check: bool,
+    ) -> Result<Attempt, Failure> {
+        let statements = &self.inner.statements.events;
+        let mut session = (self.inner.writes.session().await).map_err(|e| classify("append", e))?;
+        let attempt =
+            data::events::append(&mut session, statements, stream, expected, batch, check).await?;
+        // A commit that fails may have landed: the append runs again and
+        // looks its ids up.
+        session.finish().await.map_err(|e| classify("append", e))?;
+        Ok(attempt)
+    }
+
     /// Reads a page of the feed, and whether committed events are still
     /// held back behind the horizon.
     ///
@@ -275,10 +316,12 @@ impl PgEventStore {
         let deadline = tokio::time::Instant::now() + self.inner.options.feed_wait;
         let mut pause = Duration::from_millis(2);
         loop {
-            let (page, held_back) =
-                data::feed::read_page(&self.inner.pool, &sql, key, filter, limit)
-                    .await?
-                    .into_feed_page(after, limit)?;
+            let (page, held_back) = (self.inner.reads)
+                .run("read feed", async |session| {
+                    data::feed::read_page(session, &sql, key, filter, limit).await
+                })
+                .await?
+                .into_feed_page(after, limit)?;
             if page.more || !held_back || tokio::time::Instant::now() >= deadline {
                 return Ok((page, held_back));
             }
@@ -308,14 +351,12 @@ impl PgEventStore {
         let Some(key) = convert::feed_after(after).filter(|_| limit > 0) else {
             return Ok(serde_json::Value::Null);
         };
-        data::feed::explain_page(
-            &self.inner.pool,
-            &self.inner.statements.feed,
-            key,
-            filter,
-            limit,
-        )
-        .await
+        let statements = &self.inner.statements.feed;
+        (self.inner.reads)
+            .run("explain a feed read", async |session| {
+                data::feed::explain_page(session, statements, key, filter, limit).await
+            })
+            .await
     }
 
     /// The stored row at `position`, as text, if there is one.
@@ -323,7 +364,12 @@ impl PgEventStore {
         &self,
         position: Position,
     ) -> Result<Option<RawEvent>, StoreError> {
-        data::events::raw_event(&self.inner.pool, &self.inner.statements.events, position).await
+        let statements = &self.inner.statements.events;
+        (self.inner.reads)
+            .run("read a stored event", async |session| {
+                data::events::raw_event(session, statements, position).await
+            })
+            .await
     }
 }
 
@@ -356,7 +402,11 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        data::events::read_by_id(&self.inner.pool, &self.inner.statements.events, ids)
+        let statements = &self.inner.statements.events;
+        (self.inner.writes)
+            .run("read events by id", async |session| {
+                data::events::read_by_id(session, statements, ids).await
+            })
             .instrument(tracing::debug_span!(
                 "es.read_events",
                 db.system.name = "postgresql",
@@ -379,15 +429,22 @@ impl EventStore for PgEventStore {
             es.from = read.from,
             es.direction = ?read.direction,
             es.event_count = tracing::field::Empty,
+            es.replica = tracing::field::Empty,
         );
-        let events = data::events::read_stream(
-            &self.inner.pool,
-            &self.inner.statements.events,
-            stream,
-            read,
-        )
-        .instrument(span.clone())
-        .await?;
+        let statements = &self.inner.statements.events;
+        // A `latest` read must see every committed event: the primary's.
+        let route = if read.latest {
+            &self.inner.writes
+        } else {
+            &self.inner.reads
+        };
+        span.record("es.replica", self.inner.replica && !read.latest);
+        let events = route
+            .run("read stream", async |session| {
+                data::events::read_stream(session, statements, stream, read).await
+            })
+            .instrument(span.clone())
+            .await?;
         span.record("es.event_count", events.len());
         Ok(events)
     }
@@ -470,30 +527,29 @@ impl EventStore for PgEventStore {
     fn limits(&self) -> StoreLimits {
         self.inner.options.effective_limits()
     }
+
+    fn reads_may_lag(&self) -> bool {
+        self.inner.replica
+    }
 }
 
 #[async_trait::async_trait]
 impl SnapshotStore for PgEventStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        data::snapshots::load(&self.inner.pool, &self.inner.statements.snapshots, stream).await
+        let statements = &self.inner.statements.snapshots;
+        (self.inner.reads)
+            .run("load snapshot", async |session| {
+                data::snapshots::load(session, statements, stream).await
+            })
+            .await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        data::snapshots::save(
-            &self.inner.pool,
-            &self.inner.statements.snapshots,
-            &snapshot,
-        )
-        .await
+        let statements = &self.inner.statements.snapshots;
+        (self.inner.writes)
+            .run("save snapshot", async |session| {
+                data::snapshots::save(session, statements, &snapshot).await
+            })
+            .await
     }
-}
-
-/// How long [`PgEventStore::connect`] waits for the server to answer (the
-/// pool's own default for acquiring a connection).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// This process's program name, as sessions report it.
-fn program_name() -> Option<String> {
-    let path = std::env::current_exe().ok()?;
-    Some(path.file_stem()?.to_string_lossy().into_owned())
 }

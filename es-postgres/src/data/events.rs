@@ -8,13 +8,14 @@ use es_core::{
     ReadDirection, RecordedEvent, StoreError, StreamId, StreamRead,
 };
 use futures::TryStreamExt as _;
+use sqlx::Row as _;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row as _};
 use uuid::Uuid;
 
 use super::rows::{EVENT_COLUMNS, EventColumns};
 use crate::convert;
 use crate::error::{Failure, classify, read_error};
+use crate::route::Session;
 
 /// The statements of the events table, with the schema filled in.
 #[derive(Debug)]
@@ -240,7 +241,7 @@ pub(crate) enum Attempt {
 /// up even when the version check passes (after a unique violation showed
 /// that some are stored).
 pub(crate) async fn append(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     stream: &StreamId,
     expected: ExpectedVersion,
@@ -258,7 +259,8 @@ pub(crate) async fn append(
         .bind(&batch.data)
         .bind(&batch.metadata)
         .bind(check)
-        .fetch_one(pool)
+        .persistent(session.persistent())
+        .fetch_one(session.conn())
         .await
         .map_err(|e| classify("append", e))?;
     AppendRow::decode(stream, &row)
@@ -381,7 +383,7 @@ impl AppendRow {
 /// Reads events of one stream, decoding rows as they arrive while the
 /// server still produces the rest.
 pub(crate) async fn read_stream(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     stream: &StreamId,
     read: StreamRead,
@@ -401,7 +403,8 @@ pub(crate) async fn read_stream(
         .bind(stream.as_str())
         .bind(from)
         .bind(convert::limit(read.limit))
-        .fetch(pool);
+        .persistent(session.persistent())
+        .fetch(session.conn());
     let mut events = Vec::new();
     let mut columns = None;
     let mut corrupt = None;
@@ -428,7 +431,7 @@ pub(crate) async fn read_stream(
 /// Reads the stored events among `ids`, in feed order (through the unique
 /// index on `event_id`).
 pub(crate) async fn read_by_id(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     ids: &[Uuid],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -437,7 +440,8 @@ pub(crate) async fn read_by_id(
     }
     let rows = sqlx::query(&statements.read_by_id)
         .bind(ids)
-        .fetch_all(pool)
+        .persistent(session.persistent())
+        .fetch_all(session.conn())
         .await
         .map_err(|e| read_error("read events by id", e))?;
     let Some(first) = rows.first() else {
@@ -461,7 +465,7 @@ pub(crate) struct RawEvent {
 
 /// The stored row at `position`, as text, if there is one.
 pub(crate) async fn raw_event(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     position: Position,
 ) -> Result<Option<RawEvent>, StoreError> {
@@ -471,7 +475,8 @@ pub(crate) async fn raw_event(
     let row = sqlx::query(&statements.raw_event)
         .bind(tx)
         .bind(seq)
-        .fetch_optional(pool)
+        .persistent(session.persistent())
+        .fetch_optional(session.conn())
         .await
         .map_err(|e| read_error("read a stored event", e))?;
     let Some(row) = row else { return Ok(None) };

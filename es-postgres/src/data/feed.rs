@@ -14,6 +14,7 @@ use super::rows::{EVENT_COLUMNS, EventColumns, qualified_event_columns};
 use crate::convert;
 use crate::error::read_error;
 use crate::lag::{FeedLag, OldestTransaction};
+use crate::route::Session;
 
 /// Rows a windowed feed read examines at least (see [`Statements::page`]).
 const FEED_WINDOW: usize = 2_000;
@@ -302,13 +303,15 @@ impl Head {
 /// of read has one good plan whatever its values, so a generic plan is that
 /// plan and no read pays for planning.
 pub(crate) async fn read_page(
-    pool: &PgPool,
+    session: &mut Session,
     sql: &str,
     after: (i64, i64),
     filter: &FeedFilter,
     limit: usize,
 ) -> Result<Page, StoreError> {
-    let mut rows = bind(sql, after, filter, limit).fetch(pool);
+    let mut rows = bind(sql, after, filter, limit)
+        .persistent(session.persistent())
+        .fetch(session.conn());
     let mut head: Option<(Head, EventColumns)> = None;
     let mut events: Vec<RecordedEvent> = Vec::with_capacity(limit.min(1_000));
     let mut corrupt = None;
@@ -383,7 +386,7 @@ impl Page {
 /// Runs the page statement for `filter` once under `EXPLAIN (ANALYZE,
 /// BUFFERS, FORMAT JSON)`.
 pub(crate) async fn explain_page(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     after: (i64, i64),
     filter: &FeedFilter,
@@ -395,7 +398,7 @@ pub(crate) async fn explain_page(
     );
     let row = bind(&sql, after, filter, limit)
         .persistent(false)
-        .fetch_one(pool)
+        .fetch_one(session.conn())
         .await
         .map_err(|e| read_error("explain a feed read", e))?;
     row.try_get(0)

@@ -2,10 +2,11 @@
 
 use es_core::backend::encode_snapshot;
 use es_core::{InvalidSnapshotKind, Snapshot, StoreError, StreamId};
-use sqlx::{PgPool, Row as _};
+use sqlx::Row as _;
 
 use crate::convert;
 use crate::error::read_error;
+use crate::route::Session;
 
 /// The statements of the snapshots table, with the schema filled in.
 #[derive(Debug)]
@@ -36,13 +37,14 @@ impl Statements {
 
 /// The snapshot of `stream`, decoded by column name, if there is one.
 pub(crate) async fn load(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     stream: &StreamId,
 ) -> Result<Option<Snapshot>, StoreError> {
     let row = sqlx::query(&statements.load)
         .bind(stream.as_str())
-        .fetch_optional(pool)
+        .persistent(session.persistent())
+        .fetch_optional(session.conn())
         .await
         .map_err(|e| read_error("load snapshot", e))?;
     let Some(row) = row else { return Ok(None) };
@@ -67,7 +69,7 @@ pub(crate) async fn load(
 /// Saves `snapshot` unless a newer one is stored; checked first as every
 /// store checks it.
 pub(crate) async fn save(
-    pool: &PgPool,
+    session: &mut Session,
     statements: &Statements,
     snapshot: &Snapshot,
 ) -> Result<(), StoreError> {
@@ -86,7 +88,8 @@ pub(crate) async fn save(
         .bind(schema_version)
         .bind(data)
         .bind(snapshot.taken_at)
-        .execute(pool)
+        .persistent(session.persistent())
+        .execute(session.conn())
         .await
         .map_err(|e| read_error("save snapshot", e))?;
     Ok(())
