@@ -9,6 +9,7 @@ mod baseline;
 mod domain;
 mod report;
 mod scale;
+mod scale_out;
 mod workloads;
 
 use std::error::Error;

@@ -41,6 +41,25 @@ impl Workload {
         }
     }
 
+    /// A figure with nothing to compare it with.
+    pub(crate) fn measured(
+        name: &str,
+        unit: &'static str,
+        value: f64,
+        note: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            unit,
+            framework: value,
+            baseline: None,
+            ratio: None,
+            target: None,
+            higher_is_better: false,
+            note: note.into(),
+        }
+    }
+
     /// Whether the ratio meets the target; `None` without a target.
     pub(crate) fn meets_target(&self) -> Option<bool> {
         let target = self.target?;

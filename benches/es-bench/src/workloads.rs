@@ -38,11 +38,11 @@ pub(crate) struct Bench {
     raw: PgPool,
 }
 
-fn payload(n: u64) -> Value {
+pub(crate) fn payload(n: u64) -> Value {
     json!({ "n": n, "amount_cents": 1_250, "sku": "SKU-0001", "note": "a typical small event" })
 }
 
-fn stream(id: &str) -> Res<StreamId> {
+pub(crate) fn stream(id: &str) -> Res<StreamId> {
     Ok(StreamId::new(id)?)
 }
 
@@ -70,7 +70,22 @@ impl Bench {
         })
     }
 
-    fn say(&self, text: &str) {
+    /// The URL of the run's database.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The run's store.
+    pub(crate) fn store(&self) -> &PgEventStore {
+        &self.store
+    }
+
+    /// Whether this is a full run.
+    pub(crate) fn full(&self) -> bool {
+        self.timing.full
+    }
+
+    pub(crate) fn say(&self, text: &str) {
         if self.verbose {
             eprintln!("{text}");
         }
@@ -104,12 +119,21 @@ impl Bench {
         if wanted("live_latency_p99") {
             results.push(self.live_latency().await?);
         }
+        if wanted("pooler_append_1w") {
+            results.push(self.pooler_append(1, "pooler_append_1w").await?);
+        }
+        if wanted("pooler_append_8w") {
+            results.push(self.pooler_append(8, "pooler_append_8w").await?);
+        }
+        if wanted("replica_read_lag_p99") || wanted("replica_live_p99") {
+            results.extend(self.replica_lag().await?);
+        }
         Ok(results)
     }
 
     /// Runs `framework` and `baseline` alternately for the configured slices;
     /// each returns how many units it did. Returns units per second of each.
-    async fn alternate<F, B, FF, BF>(
+    pub(crate) async fn alternate<F, B, FF, BF>(
         &self,
         name: &str,
         mut framework: F,
@@ -612,7 +636,7 @@ async fn single_inserts(
     Ok(version)
 }
 
-async fn join_counts(
+pub(crate) async fn join_counts(
     tasks: Vec<tokio::task::JoinHandle<Result<u64, Box<dyn Error + Send + Sync>>>>,
 ) -> Res<u64> {
     let mut total = 0;

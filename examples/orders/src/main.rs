@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use es_postgres::{PgEventStore, PgStoreOptions};
+use es_postgres::{PgEventStore, PgServers, PgStoreOptions};
 use es_postgres_local as local;
 use orders::Error;
 use orders::service::{Projections, Shop};
@@ -17,7 +17,9 @@ usage: orders               run the scripted demo against a throwaway database
                             OTEL_EXPORTER_OTLP_ENDPOINT when it is set
 
 PostgreSQL: the server named by DATABASE_URL, or else a throwaway cluster
-started from the local server binaries and removed on exit.";
+started from the local server binaries and removed on exit. `serve` reads
+through DATABASE_REPLICA_URL (a streaming replica) and appends through
+DATABASE_POOLER_URL (PgBouncer in transaction mode) when they are set.";
 
 enum Mode {
     Demo,
@@ -102,6 +104,22 @@ async fn demo() -> Result<(), Error> {
     Ok(())
 }
 
+/// The primary at `url`, and the replica and the pooler that the
+/// environment names.
+fn servers_from_env(url: &str) -> PgServers {
+    let named = |variable| std::env::var(variable).ok().filter(|url| !url.is_empty());
+    let mut servers = PgServers::new(url);
+    if let Some(replica) = named("DATABASE_REPLICA_URL") {
+        println!("reading from the replica {}", redact(&replica));
+        servers = servers.replica(replica);
+    }
+    if let Some(pooler) = named("DATABASE_POOLER_URL") {
+        println!("appending through the pooler {}", redact(&pooler));
+        servers = servers.pooler(pooler);
+    }
+    servers
+}
+
 async fn serve(port: u16) -> Result<(), Error> {
     let metrics = telemetry::install_prometheus()?;
     telemetry::spawn_upkeep(metrics.clone());
@@ -113,7 +131,8 @@ async fn serve(port: u16) -> Result<(), Error> {
         _ => None,
     };
     let postgres = local::shared().await?;
-    let store = PgEventStore::connect(postgres.url(), PgStoreOptions::default()).await?;
+    let servers = servers_from_env(postgres.url());
+    let store = PgEventStore::connect_servers(&servers, PgStoreOptions::default()).await?;
     let shop = Arc::new(Shop::open(store).await?);
     let projections = Projections::start(shop.store());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

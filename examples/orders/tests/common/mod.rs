@@ -1,4 +1,9 @@
-//! A fresh database per test, on `DATABASE_URL` or the throwaway cluster.
+//! A fresh database per test, on `DATABASE_URL` or the throwaway cluster,
+//! and requests to the HTTP API.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+pub(crate) mod api;
 
 use es_postgres::{PgEventStore, PgStoreOptions};
 use es_postgres_local as local;
