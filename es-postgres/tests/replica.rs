@@ -57,7 +57,7 @@ async fn stores_at(options: PgStoreOptions) -> (String, PgEventStore, PgEventSto
         .await
         .expect("connecting to the primary");
     primary.migrate().await.expect("migrating");
-    sqlx::raw_sql(SLOW_COMMITS)
+    sqlx::raw_sql(common::SLOW_COMMITS)
         .execute(primary.pool())
         .await
         .expect("installing the slow-commit trigger");
@@ -69,22 +69,6 @@ async fn stores_at(options: PgStoreOptions) -> (String, PgEventStore, PgEventSto
     assert!(replicated.reads_from_replica() && replicated.reads_may_lag());
     (url, primary, replicated)
 }
-
-/// Holds some append transactions open 1 to 20 ms before commit (a
-/// deferred constraint trigger runs at commit time), so that commits land
-/// out of transaction-id order.
-const SLOW_COMMITS: &str = "
-CREATE FUNCTION es.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF random() < 0.1 THEN
-        PERFORM pg_sleep(0.001 + random() * 0.019);
-    END IF;
-    RETURN NULL;
-END
-$$;
-CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON es.events
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION es.slow_commit();
-";
 
 /// Appends `per_writer` events from each of `writers` tasks to 20 streams
 /// through `store`; returns the ids.

@@ -17,21 +17,6 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-/// Holds some append transactions open 1 to 50 ms after their inserts, just
-/// before commit: a deferred constraint trigger runs at commit time.
-const SLOW_COMMITS: &str = "
-CREATE FUNCTION es.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF random() < 0.1 THEN
-        PERFORM pg_sleep(0.001 + random() * 0.049);
-    END IF;
-    RETURN NULL;
-END
-$$;
-CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON es.events
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION es.slow_commit();
-";
-
 /// 8 writers append 2,000 events each to random streams while some commits
 /// are late; a subscriber that follows the feed from the start meanwhile
 /// receives every committed event exactly once, each stream in version order.
@@ -46,7 +31,7 @@ fn late_commits_are_never_skipped_by_a_subscriber() {
             12,
         )
         .await;
-        sqlx::raw_sql(SLOW_COMMITS)
+        sqlx::raw_sql(common::SLOW_COMMITS)
             .execute(store.pool())
             .await
             .expect("installing the slow-commit trigger");

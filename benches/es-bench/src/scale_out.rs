@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::report::Workload;
-use crate::workloads::{Bench, Res, join_counts, payload, stream};
+use crate::workloads::{Bench, Res, single_appends, stream};
 
 impl Bench {
     /// Single-event appends by `writers` tasks through PgBouncer in
@@ -23,32 +23,15 @@ impl Bench {
         let servers = PgServers::new(self.url()).pooler(bouncer.url(self.url()));
         let pooled = PgEventStore::connect_servers(&servers, PgStoreOptions::default()).await?;
         let generation = AtomicU64::new(0);
-        let run = |store: PgEventStore, deadline: Instant| {
+        let run = |store: &PgEventStore, deadline: Instant| {
             let run = generation.fetch_add(1, Ordering::Relaxed);
-            let tasks: Vec<_> = (0..writers)
-                .map(|w| {
-                    let store = store.clone();
-                    tokio::spawn(async move {
-                        let s = stream(&format!("Pooled{writers}-{run}-{w}"))?;
-                        let mut version = 0;
-                        while Instant::now() < deadline {
-                            let event = NewEvent::new("Happened", payload(version));
-                            store
-                                .append(&s, ExpectedVersion::Exact(version), vec![event])
-                                .await?;
-                            version += 1;
-                        }
-                        Ok(version)
-                    })
-                })
-                .collect();
-            join_counts(tasks)
+            single_appends(store, writers, &format!("Pooled{writers}-{run}"), deadline)
         };
         let (through, direct) = self
             .alternate(
                 name,
-                |deadline| run(pooled.clone(), deadline),
-                |deadline| run(self.store().clone(), deadline),
+                |deadline| run(&pooled, deadline),
+                |deadline| run(self.store(), deadline),
             )
             .await?;
         Ok(Workload::compared(

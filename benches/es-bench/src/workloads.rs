@@ -175,24 +175,12 @@ impl Bench {
                 name,
                 |deadline| {
                     let run = generation.fetch_add(1, Ordering::Relaxed);
-                    let tasks: Vec<_> = (0..writers)
-                        .map(|w| {
-                            let store = self.store.clone();
-                            tokio::spawn(async move {
-                                let s = stream(&format!("Single{writers}-{run}-{w}"))?;
-                                let mut version = 0;
-                                while Instant::now() < deadline {
-                                    let event = NewEvent::new("Happened", payload(version));
-                                    store
-                                        .append(&s, ExpectedVersion::Exact(version), vec![event])
-                                        .await?;
-                                    version += 1;
-                                }
-                                Ok::<u64, Box<dyn Error + Send + Sync>>(version)
-                            })
-                        })
-                        .collect();
-                    join_counts(tasks)
+                    single_appends(
+                        &self.store,
+                        writers,
+                        &format!("Single{writers}-{run}"),
+                        deadline,
+                    )
                 },
                 |deadline| {
                     let run = generation.fetch_add(1, Ordering::Relaxed);
@@ -619,6 +607,36 @@ impl Reset<()> for Probe {
     async fn reset(&self, (): &mut ()) -> Result<(), BoxError> {
         Ok(())
     }
+}
+
+/// `writers` tasks appending one event at a time with an `Exact` check,
+/// each to its own stream named after `prefix`, until `deadline`; returns
+/// how many they appended.
+pub(crate) fn single_appends(
+    store: &PgEventStore,
+    writers: u64,
+    prefix: &str,
+    deadline: Instant,
+) -> impl Future<Output = Res<u64>> + use<> {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            let s = stream(&format!("{prefix}-{w}"));
+            tokio::spawn(async move {
+                let s = s?;
+                let mut version = 0;
+                while Instant::now() < deadline {
+                    let event = NewEvent::new("Happened", payload(version));
+                    store
+                        .append(&s, ExpectedVersion::Exact(version), vec![event])
+                        .await?;
+                    version += 1;
+                }
+                Ok::<u64, Box<dyn Error + Send + Sync>>(version)
+            })
+        })
+        .collect();
+    join_counts(tasks)
 }
 
 /// The baseline's single-event writer: `BEGIN; INSERT; COMMIT` into

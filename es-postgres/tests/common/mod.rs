@@ -13,6 +13,21 @@ use es_postgres_local as local;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// Holds some append transactions open 1 to 50 ms after their inserts, just
+/// before commit: a deferred constraint trigger runs at commit time.
+pub(crate) const SLOW_COMMITS: &str = "
+CREATE FUNCTION es.slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF random() < 0.1 THEN
+        PERFORM pg_sleep(0.001 + random() * 0.049);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON es.events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION es.slow_commit();
+";
+
 /// A multi-threaded runtime for one test (two workers, like the machine).
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

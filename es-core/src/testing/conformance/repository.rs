@@ -472,6 +472,27 @@ impl<S: EventStore> Hooks<S> for Replica {
     }
 }
 
+/// Account 1 opened with 10 cents, then `deposit` more (version 3); a
+/// repository on `store` and one whose reads only see up to version 2.
+async fn behind_a_deposit<S: EventStore + SnapshotStore + Clone>(
+    store: S,
+    deposit: u64,
+) -> (
+    StreamId,
+    Repository<Account, S>,
+    Repository<Account, Hooked<S, Replica>>,
+) {
+    let primary = Repository::<Account, _>::new(store.clone());
+    let id = account("1");
+    open_with(&primary, &id, 10).await;
+    primary
+        .execute(&id, &Deposit(deposit), &CommandContext::new())
+        .await
+        .expect("a deposit the replica has not replayed");
+    let lagging = Repository::<Account, _>::new(Hooked::new(store, Replica { version: 2 }));
+    (id, primary, lagging)
+}
+
 /// On a store whose reads lag, a refusal is confirmed on the newest
 /// version: the replica says 10 cents, the stream says 100.
 pub async fn repository_on_lagging_reads_does_not_refuse_wrongly<
@@ -479,14 +500,7 @@ pub async fn repository_on_lagging_reads_does_not_refuse_wrongly<
 >(
     store: S,
 ) {
-    let primary = Repository::<Account, _>::new(store.clone());
-    let id = account("1");
-    open_with(&primary, &id, 10).await;
-    primary
-        .execute(&id, &Deposit(90), &CommandContext::new())
-        .await
-        .expect("a deposit the replica has not replayed");
-    let lagging = Repository::<Account, _>::new(Hooked::new(store, Replica { version: 2 }));
+    let (id, _, lagging) = behind_a_deposit(store, 90).await;
     let outcome = lagging
         .execute(&id, &Withdraw(100), &CommandContext::new())
         .await
@@ -509,14 +523,7 @@ pub async fn repository_on_lagging_reads_retries_on_the_newest_version<
 >(
     store: S,
 ) {
-    let primary = Repository::<Account, _>::new(store.clone());
-    let id = account("1");
-    open_with(&primary, &id, 10).await;
-    primary
-        .execute(&id, &Deposit(5), &CommandContext::new())
-        .await
-        .expect("a deposit the replica has not replayed");
-    let lagging = Repository::<Account, _>::new(Hooked::new(store, Replica { version: 2 }));
+    let (id, primary, lagging) = behind_a_deposit(store, 5).await;
     let outcome = lagging
         .execute(&id, &Deposit(1), &CommandContext::new())
         .await
