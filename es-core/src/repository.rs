@@ -201,6 +201,8 @@ const RECALL_PAGE: u32 = 64;
 /// refusal or an empty decision is confirmed the same way before it is
 /// returned, as for a cached state. So every outcome is decided on the
 /// newest version; a lagging replica costs a retry, never a wrong answer.
+/// [`Repository::load`] only reads, so on such a store it may return a
+/// state that misses the newest events.
 ///
 /// **Commands sent again.** A command whose [`CommandContext`] has a command
 /// id takes effect at most once: its events get ids derived from the

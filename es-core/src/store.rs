@@ -76,6 +76,7 @@ pub enum ReadDirection {
 /// # let _ = (tail, last);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct StreamRead {
     /// Direction of the read.
     pub direction: ReadDirection,

@@ -52,11 +52,11 @@ impl Wakeups {
     /// Wakes this process's subscribers (once the replica has replayed
     /// what the primary holds now, when they read one).
     pub(crate) fn wake(&self) {
-        if self.gate.is_none() {
-            bump(&self.signal);
-        } else if let Some(waiting) = &*self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
-        {
-            waiting.requests.notify_one();
+        match &*self.waiting.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(waiting) => waiting.requests.notify_one(),
+            // No replica, or its gate not started (no subscriber yet, or
+            // none inside a runtime): wake at once.
+            None => bump(&self.signal),
         }
     }
 

@@ -38,7 +38,9 @@ impl PgServers {
 
     /// Appends, reads and snapshots through a pooler in transaction pooling
     /// mode in front of the primary (PgBouncer's `pool_mode =
-    /// transaction`); what needs a session of its own (the `LISTEN` of
+    /// transaction`; tested with PgBouncer 1.18, for versions from 1.21 on
+    /// keep `max_prepared_statements = 0`, since the store deallocates the
+    /// statements a connection's set-up leaves); what needs a session of its own (the `LISTEN` of
     /// subscriptions, projections' leases and checkpoints, migrations)
     /// stays on direct sessions to the primary URL.
     #[must_use]
@@ -48,7 +50,8 @@ impl PgServers {
     }
 
     /// Stream reads, feed reads (and so subscriptions and projections'
-    /// reads) and snapshot loads from a streaming replica of the primary.
+    /// reads) and snapshot loads from a streaming replica of the primary,
+    /// on direct sessions: not through a pooler.
     #[must_use]
     pub fn replica(mut self, url: impl Into<String>) -> Self {
         self.replica = Some(url.into());

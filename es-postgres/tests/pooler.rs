@@ -120,6 +120,19 @@ fn writers_subscribers_and_a_projection_through_the_pooler() {
         for writer in writers {
             written.extend(writer.await.expect("writer task"));
         }
+        // Concurrent appends send one NOTIFY among them (the poll is the
+        // backstop for the rest): one more append, alone, wakes the
+        // subscriber for everything before it.
+        let last = NewEvent::new("Noted", json!({ "n": 0 }));
+        written.insert(last.event_id);
+        store
+            .append(
+                &common::stream("Note-last"),
+                ExpectedVersion::NoStream,
+                vec![last],
+            )
+            .await
+            .expect("the last append");
         let mut seen = HashSet::new();
         while seen.len() < written.len() {
             let event = tokio::time::timeout(Duration::from_secs(30), subscription.next())

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
+use es_core::RepositoryOptions;
 use es_postgres::{PgEventStore, PgServers, PgStoreOptions};
 use es_postgres_local as local;
 use orders::service::{Projections, Shop};
@@ -19,6 +20,7 @@ async fn an_order_through_a_pooler_and_a_replica() {
     let pair = local::replicated().await.expect("a primary and a standby");
     let pooler = local::pooler(pair.primary()).await.expect("PgBouncer");
     let url = pair.primary().create_database().await.expect("a database");
+    // The database reaches the standby before anything connects to it.
     pair.wait_for_replay().await.expect("the standby replays");
     let servers = PgServers::new(&url)
         .replica(pair.standby_url(&url))
@@ -27,7 +29,14 @@ async fn an_order_through_a_pooler_and_a_replica() {
         .await
         .expect("connecting to the three");
     assert!(store.through_pooler() && store.reads_from_replica());
-    let shop = Arc::new(Shop::open(store).await.expect("opening the shop"));
+    // No cache: every command reads the stream from the replica first.
+    let uncached = RepositoryOptions::default().cache_capacity(0);
+    let shop = Shop::open_with(store, uncached)
+        .await
+        .expect("opening the shop");
+    // The schema and the read models reach the standby.
+    pair.wait_for_replay().await.expect("the standby replays");
+    let shop = Arc::new(shop);
     let projections = Projections::start(shop.store());
     let app = orders::http::router(Arc::clone(&shop));
 
