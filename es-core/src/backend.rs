@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use crate::subscription::{FeedWaker, FollowOptions, WatchWaker, follow};
 pub use crate::validate::{
-    EncodedEvent, check_batch, check_version_room, encode_batch, encode_snapshot,
+    EncodedEvent, check_batch, check_version_room, encode_batch, encode_request, encode_snapshot,
 };
 use crate::{Metadata, Position, RecordedEvent, StreamId};
 

@@ -65,6 +65,10 @@ pub enum InvalidEventKind {
         /// The highest schema version a store keeps.
         max: u32,
     },
+    /// The event type starts with `$`, which only the store's own events
+    /// use (see [`is_system_event_type`](crate::store::is_system_event_type)).
+    #[error("the event type starts with `$`, which is reserved for the store's own events")]
+    ReservedEventType,
     /// The data or metadata holds a value that no store could read back
     /// equal (see [`json`](crate::json)).
     #[error("the {part} cannot be stored: {reason}")]
@@ -139,6 +143,33 @@ pub enum StoreError {
         event_id: Uuid,
         /// What kind of conflict.
         kind: IdempotencyConflictKind,
+    },
+    /// The stream was deleted ([`EventStore::delete_stream`](crate::EventStore::delete_stream)):
+    /// it can never be appended to or read again; its events stay in the
+    /// feed. Nothing was written.
+    #[error("stream {stream} was deleted at version {version}")]
+    StreamDeleted {
+        /// The stream.
+        stream: StreamId,
+        /// Its version: that of its `$deleted` event.
+        version: u64,
+    },
+    /// The stream is archived ([`EventStore::archive_stream`](crate::EventStore::archive_stream)):
+    /// reads refuse it until an append restores it.
+    #[error("stream {stream} is archived (at version {version}); an append restores it")]
+    StreamArchived {
+        /// The stream.
+        stream: StreamId,
+        /// Its version: that of its `$archived` event.
+        version: u64,
+    },
+    /// A stream appears twice in one request of
+    /// [`EventStore::append_many`](crate::EventStore::append_many); nothing
+    /// was written.
+    #[error("stream {stream} appears more than once in one append request")]
+    RepeatedStream {
+        /// The stream named twice.
+        stream: StreamId,
     },
     /// A text is not a valid stream id.
     #[error("invalid stream id {id:?}: {reason}")]

@@ -71,6 +71,8 @@ pub mod snapshot;
 pub mod store;
 pub mod stream_id;
 mod subscription;
+#[cfg(feature = "derive")]
+pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod typed;
@@ -88,11 +90,14 @@ pub use json::UnstorableJson;
 pub use memory::MemoryStore;
 pub use position::Position;
 pub use projection::{Dispatch, Handle, Projection, Reset};
-pub use repository::{CommandError, CommandOutcome, Loaded, Repository, RepositoryOptions};
+pub use repository::{
+    CommandError, CommandOutcome, DecideWith, Loaded, Repository, RepositoryOptions,
+};
 pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage, ReadDirection,
-    StoreLimits, StreamRead,
+    ARCHIVED_EVENT_TYPE, AppendResult, DELETED_EVENT_TYPE, EventStore, EventStream,
+    ExpectedVersion, FeedFilter, FeedPage, ReadDirection, StoreLimits, StreamAppend, StreamRead,
+    is_system_event_type,
 };
 pub use stream_id::{StreamId, StreamIdError};
 pub use typed::{DecodeError, DecodeErrorKind, EncodeError, Event};

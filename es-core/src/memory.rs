@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::store::{ARCHIVED_EVENT_TYPE, DELETED_EVENT_TYPE};
 use crate::subscription::{FollowOptions, WatchWaker, follow};
-use crate::validate::{check_batch, check_version_room, encode_snapshot};
+use crate::validate::{check_batch, check_version_room, encode_request, encode_snapshot};
 use crate::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, IdempotencyConflictKind,
     NewEvent, Position, ReadDirection, RecordedEvent, Snapshot, SnapshotStore, StoreError,
-    StoreLimits, StreamId, StreamRead,
+    StoreLimits, StreamAppend, StreamId, StreamRead,
 };
 
 /// An [`EventStore`] held in memory, with exactly the semantics of the
@@ -155,6 +156,170 @@ impl State {
     }
 }
 
+impl State {
+    /// The stream's newest event.
+    fn head(&self, stream: &StreamId) -> Option<&RecordedEvent> {
+        let last = self.streams.get(stream)?.last()?;
+        Some(&self.feed[*last])
+    }
+
+    /// The version of the stream's `$deleted` event, if it was deleted.
+    fn deleted(&self, stream: &StreamId) -> Option<u64> {
+        self.head(stream)
+            .filter(|e| e.event_type == DELETED_EVENT_TYPE)
+            .map(|e| e.version)
+    }
+
+    /// An append request, checked and written under the lock: deleted
+    /// streams, then the replay of the whole request, then each stream's
+    /// version, then the write.
+    fn write(&mut self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
+        if let Some((stream, version)) = appends
+            .iter()
+            .find_map(|a| Some((&a.stream, self.deleted(&a.stream)?)))
+        {
+            return Err(StoreError::StreamDeleted {
+                stream: stream.clone(),
+                version,
+            });
+        }
+        if let Some(results) = self.replay_request(&appends)? {
+            return Ok(results);
+        }
+        for append in &appends {
+            let actual = self.version(&append.stream);
+            if !append.expected.is_satisfied_by(actual) {
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: append.stream.clone(),
+                    expected: append.expected,
+                    actual,
+                });
+            }
+            check_version_room(&append.stream, actual, append.events.len())?;
+        }
+        let commit = self.commits + 1;
+        let written = appends.iter().any(|a| !a.events.is_empty());
+        if written {
+            self.commits = commit;
+        }
+        let recorded_at = Utc::now();
+        let results = appends
+            .into_iter()
+            .map(|append| self.push(append, commit, recorded_at))
+            .collect();
+        Ok(results)
+    }
+
+    /// The earlier results if the request is a retry of a stored one,
+    /// `None` if none of its ids is stored, or the conflict.
+    fn replay_request(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<Option<Vec<AppendResult>>, StoreError> {
+        let mut replays = Vec::with_capacity(appends.len());
+        for append in appends {
+            replays.push(self.replay(&append.stream, &append.events)?);
+        }
+        let Some(stored) = appends.iter().zip(&replays).find(|(_, r)| r.is_some()) else {
+            return Ok(None);
+        };
+        let unstored = appends
+            .iter()
+            .zip(&replays)
+            .any(|(a, r)| !a.events.is_empty() && r.is_none());
+        if unstored {
+            return Err(StoreError::IdempotencyConflict {
+                stream: stored.0.stream.clone(),
+                event_id: stored.0.events[0].event_id,
+                kind: IdempotencyConflictKind::PartialOverlap,
+            });
+        }
+        let results = appends
+            .iter()
+            .zip(replays)
+            .map(|(a, replay)| {
+                replay
+                    .unwrap_or_else(|| AppendResult::new(self.version(&a.stream), Vec::new(), true))
+            })
+            .collect();
+        Ok(Some(results))
+    }
+
+    /// Writes one stream's checked events as part of append `commit`.
+    fn push(
+        &mut self,
+        append: StreamAppend,
+        commit: u64,
+        recorded_at: chrono::DateTime<Utc>,
+    ) -> AppendResult {
+        let actual = self.version(&append.stream);
+        let mut positions = Vec::with_capacity(append.events.len());
+        for (event, version) in append.events.into_iter().zip(actual + 1..) {
+            let index = self.feed.len();
+            let position = Position::from_parts(commit, index as u64 + 1);
+            positions.push(position);
+            self.ids.insert(event.event_id, index);
+            self.streams
+                .entry(append.stream.clone())
+                .or_default()
+                .push(index);
+            self.feed.push(RecordedEvent::new(
+                event,
+                append.stream.clone(),
+                version,
+                position,
+                recorded_at,
+            ));
+        }
+        AppendResult::new(actual + positions.len() as u64, positions, false)
+    }
+
+    /// Archives or deletes `stream` by appending the `marker` event.
+    fn close(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        marker: &str,
+    ) -> Result<AppendResult, StoreError> {
+        if let Some(head) = self.head(stream)
+            && head.event_type == marker
+        {
+            return Ok(AppendResult::new(head.version, vec![head.position], true));
+        }
+        let closing = StreamAppend::new(
+            stream.clone(),
+            expected,
+            vec![NewEvent::new(marker, serde_json::json!({}))],
+        );
+        let mut written = self.write(vec![closing])?;
+        if marker == DELETED_EVENT_TYPE {
+            self.snapshots.remove(stream);
+        }
+        written.pop().ok_or_else(|| StoreError::CorruptRecord {
+            location: format!("the archive or deletion of {stream}"),
+            reason: "no result".to_owned(),
+        })
+    }
+}
+
+impl MemoryStore {
+    /// Runs `write` on the state, then wakes subscribers if it wrote.
+    fn write_and_wake<T>(
+        &self,
+        write: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.state();
+        let before = state.commits;
+        let result = write(&mut state);
+        let commits = state.commits;
+        drop(state);
+        if commits != before {
+            self.inner.commits.send_replace(commits);
+        }
+        result
+    }
+}
+
 #[async_trait::async_trait]
 impl EventStore for MemoryStore {
     async fn append(
@@ -164,44 +329,36 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         check_batch(stream, &events, &self.inner.limits)?;
-        let mut state = self.state();
-        if let Some(result) = state.replay(stream, &events)? {
-            return Ok(result);
-        }
-        let actual = state.version(stream);
-        if !expected.is_satisfied_by(actual) {
-            return Err(StoreError::WrongExpectedVersion {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
-        }
-        if events.is_empty() {
-            return Ok(AppendResult::new(actual, Vec::new(), false));
-        }
-        check_version_room(stream, actual, events.len())?;
-        state.commits += 1;
-        let commit = state.commits;
-        let recorded_at = Utc::now();
-        let mut positions = Vec::with_capacity(events.len());
-        for (event, version) in events.into_iter().zip(actual + 1..) {
-            let index = state.feed.len();
-            let position = Position::from_parts(commit, index as u64 + 1);
-            positions.push(position);
-            state.ids.insert(event.event_id, index);
-            state.streams.entry(stream.clone()).or_default().push(index);
-            state.feed.push(RecordedEvent::new(
-                event,
-                stream.clone(),
-                version,
-                position,
-                recorded_at,
-            ));
-        }
-        let version = actual + positions.len() as u64;
-        drop(state);
-        self.inner.commits.send_replace(commit);
-        Ok(AppendResult::new(version, positions, false))
+        let request = vec![StreamAppend::new(stream.clone(), expected, events)];
+        let mut results = self.write_and_wake(|state| state.write(request))?;
+        results.pop().ok_or_else(|| StoreError::CorruptRecord {
+            location: format!("the append to {stream}"),
+            reason: "no result".to_owned(),
+        })
+    }
+
+    async fn append_many(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        encode_request(&appends, &self.inner.limits)?;
+        self.write_and_wake(|state| state.write(appends))
+    }
+
+    async fn archive_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError> {
+        self.write_and_wake(|state| state.close(stream, expected, ARCHIVED_EVENT_TYPE))
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError> {
+        self.write_and_wake(|state| state.close(stream, expected, DELETED_EVENT_TYPE))
     }
 
     async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -225,6 +382,14 @@ impl EventStore for MemoryStore {
         let Some(indices) = state.streams.get(stream) else {
             return Ok(Vec::new());
         };
+        if let Some(head) = state.head(stream) {
+            let (stream, version) = (stream.clone(), head.version);
+            match head.event_type.as_str() {
+                ARCHIVED_EVENT_TYPE => return Err(StoreError::StreamArchived { stream, version }),
+                DELETED_EVENT_TYPE => return Err(StoreError::StreamDeleted { stream, version }),
+                _ => {}
+            }
+        }
         let pick = |&i: &usize| state.feed[i].clone();
         let events = match read.direction {
             ReadDirection::Forward => indices

@@ -91,9 +91,17 @@ impl AppendOutcome {
         match result {
             Ok(result) if result.idempotent_replay => Self::IdempotentReplay,
             Ok(_) => Self::Written,
-            Err(StoreError::WrongExpectedVersion { .. }) => Self::WrongExpectedVersion,
-            Err(StoreError::IdempotencyConflict { .. }) => Self::IdempotencyConflict,
-            Err(_) => Self::Error,
+            Err(error) => Self::of_error(error),
+        }
+    }
+
+    /// The outcome of an append that failed with `error`.
+    #[must_use]
+    pub fn of_error(error: &StoreError) -> Self {
+        match error {
+            StoreError::WrongExpectedVersion { .. } => Self::WrongExpectedVersion,
+            StoreError::IdempotencyConflict { .. } => Self::IdempotencyConflict,
+            _ => Self::Error,
         }
     }
 
@@ -119,11 +127,38 @@ pub fn record_append(
     events: usize,
     elapsed: Duration,
 ) {
-    let outcome = AppendOutcome::of(result);
-    span.record("es.outcome", outcome.as_str());
     if let Ok(result) = result {
         span.record("es.stream_version", result.stream_version);
     }
+    record_append_outcome(span, AppendOutcome::of(result), events, elapsed);
+}
+
+/// Records an append across streams
+/// ([`EventStore::append_many`](crate::EventStore::append_many)) as one
+/// append of `events` events: written, replayed or refused as a whole.
+pub fn record_append_many(
+    span: &tracing::Span,
+    result: &Result<Vec<AppendResult>, StoreError>,
+    events: usize,
+    elapsed: Duration,
+) {
+    let outcome = match result {
+        Ok(results) if results.iter().any(|r| r.idempotent_replay) => {
+            AppendOutcome::IdempotentReplay
+        }
+        Ok(_) => AppendOutcome::Written,
+        Err(error) => AppendOutcome::of_error(error),
+    };
+    record_append_outcome(span, outcome, events, elapsed);
+}
+
+fn record_append_outcome(
+    span: &tracing::Span,
+    outcome: AppendOutcome,
+    events: usize,
+    elapsed: Duration,
+) {
+    span.record("es.outcome", outcome.as_str());
     if outcome == AppendOutcome::Written {
         metrics::counter!(EVENTS_APPENDED).increment(events as u64);
     }

@@ -287,6 +287,65 @@ impl AppendResult {
     }
 }
 
+/// One stream's part of an append across streams
+/// ([`EventStore::append_many`]): the stream, the version it must have, and
+/// its events (none: only the version is checked).
+///
+/// ```
+/// use es_core::{ExpectedVersion, NewEvent, StreamAppend, StreamId};
+/// use serde_json::json;
+///
+/// let order = StreamId::new("Order-7")?;
+/// let coupon = StreamId::new("Coupon-SPRING")?;
+/// let request = vec![
+///     StreamAppend::new(order, ExpectedVersion::Exact(3), vec![
+///         NewEvent::new("CouponApplied", json!({ "code": "SPRING" })),
+///     ]),
+///     StreamAppend::new(coupon, ExpectedVersion::NoStream, vec![
+///         NewEvent::new("CouponRedeemed", json!({ "order": "7" })),
+///     ]),
+/// ];
+/// # let _ = request;
+/// # Ok::<(), es_core::StreamIdError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StreamAppend {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// The version the stream must have.
+    pub expected: ExpectedVersion,
+    /// Its events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// Appends `events` to `stream` if its version satisfies `expected`.
+    #[must_use]
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self {
+            stream,
+            expected,
+            events,
+        }
+    }
+}
+
+/// The event type of the event that [`EventStore::archive_stream`] appends.
+pub const ARCHIVED_EVENT_TYPE: &str = "$archived";
+
+/// The event type of the event that [`EventStore::delete_stream`] appends.
+pub const DELETED_EVENT_TYPE: &str = "$deleted";
+
+/// Whether `event_type` is one that only a store writes: it starts with `$`
+/// (see [`ARCHIVED_EVENT_TYPE`], [`DELETED_EVENT_TYPE`]). Appends refuse
+/// such types, and a [`Repository`](crate::Repository) does not hand such
+/// events to an aggregate.
+#[must_use]
+pub fn is_system_event_type(event_type: &str) -> bool {
+    event_type.starts_with('$')
+}
+
 /// The highest stream version a store keeps (PostgreSQL's `bigint`): an
 /// append that would pass it is refused, and an `Exact` expectation above
 /// it never passes.
@@ -406,12 +465,104 @@ pub trait EventStore: Send + Sync {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError>;
 
+    /// Appends to several streams as one atomic request: every stream's
+    /// events are written, or none. Each stream's version is checked as
+    /// [`append`](Self::append) checks it; the events of the whole request
+    /// are contiguous in the feed, in request order (the first stream's,
+    /// then the second's, ...). A stream without events in the request is
+    /// only checked: a way to write one stream on the condition that
+    /// another has not changed.
+    ///
+    /// Returns one [`AppendResult`] per stream, in request order. An empty
+    /// request writes nothing and returns no result.
+    ///
+    /// Idempotency holds for the request as a whole: if every stream's
+    /// events are already stored (each stream's as `append` would recognize
+    /// them), nothing is written and the first results are returned with
+    /// `idempotent_replay` set, whatever the expected versions say (a
+    /// stream without events then reports its current version). A request
+    /// of which only some events are stored is an
+    /// [`StoreError::IdempotencyConflict`] (`PartialOverlap`).
+    ///
+    /// Stores lock the streams of a request in one fixed order, so requests
+    /// over overlapping streams never deadlock, whatever order they name
+    /// the streams in.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append), naming the first stream (in request
+    /// order) that failed; and [`StoreError::RepeatedStream`] when a stream
+    /// appears twice. The size limits apply to each stream's events and to
+    /// the request as a whole. In every case but a transient one, nothing
+    /// was written.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`append`](Self::append): retry with the same event ids.
+    async fn append_many(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>, StoreError>;
+
+    /// Archives `stream` (a soft delete), if its version satisfies
+    /// `expected`: the store appends an event of type
+    /// [`ARCHIVED_EVENT_TYPE`] to it, with empty data and the next version.
+    ///
+    /// - Reads of an archived stream fail with [`StoreError::StreamArchived`],
+    ///   which carries its version.
+    /// - Its events stay in the feed, followed by the `$archived` event.
+    /// - An append to it (with an expected version that the `$archived`
+    ///   event's version satisfies) restores it: its versions continue,
+    ///   and reads return every event again, the `$archived` one included.
+    /// - Archiving an archived stream writes nothing and returns the first
+    ///   result with `idempotent_replay` set.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WrongExpectedVersion`], [`StoreError::StreamDeleted`],
+    /// or a failure of storage (then, as for an append, the stream may
+    /// have been archived; archiving again is safe).
+    async fn archive_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Deletes `stream` for good (a tombstone), if its version satisfies
+    /// `expected`: the store appends an event of type
+    /// [`DELETED_EVENT_TYPE`] to it, with empty data and the next version,
+    /// and drops its snapshot.
+    ///
+    /// - Every later append to it fails with [`StoreError::StreamDeleted`],
+    ///   whatever its expected version, and so do reads of it.
+    /// - Its events stay in the feed, immutable, followed by the `$deleted`
+    ///   event: a projection that reads that type (see
+    ///   [`system`](crate::system)) learns of the deletion in feed order and
+    ///   may remove what it built from the stream.
+    /// - Deleting a deleted stream writes nothing and returns the first
+    ///   result with `idempotent_replay` set. An archived stream can be
+    ///   deleted; a stream that never had events can be too, which
+    ///   reserves its id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WrongExpectedVersion`], or a failure of storage (then
+    /// deleting again is safe).
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError>;
+
     /// Reads events of one stream. A stream without events reads as empty.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Backend`] when storage fails, [`StoreError::CorruptEvent`]
-    /// when a stored row cannot be read back.
+    /// [`StoreError::StreamArchived`] or [`StoreError::StreamDeleted`] when
+    /// the stream was archived or deleted (see
+    /// [`archive_stream`](Self::archive_stream)), [`StoreError::Backend`]
+    /// when storage fails, [`StoreError::CorruptEvent`] when a stored row
+    /// cannot be read back.
     async fn read_stream(
         &self,
         stream: &StreamId,

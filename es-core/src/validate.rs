@@ -104,6 +104,57 @@ pub fn encode_batch(
     Ok(encoded)
 }
 
+/// [`encode_batch`] for each stream of an append across streams
+/// ([`EventStore::append_many`](crate::EventStore::append_many)), and the
+/// checks of the request as a whole: no stream twice, no event id twice,
+/// and the batch limits over all its events.
+///
+/// # Errors
+///
+/// As [`encode_batch`], naming the stream where the request went wrong,
+/// and [`StoreError::RepeatedStream`].
+pub fn encode_request(
+    appends: &[crate::StreamAppend],
+    limits: &StoreLimits,
+) -> Result<Vec<Vec<EncodedEvent>>, StoreError> {
+    let mut streams = HashSet::with_capacity(appends.len());
+    let mut ids = HashSet::new();
+    let (mut events, mut bytes) = (0usize, 0usize);
+    let mut encoded = Vec::with_capacity(appends.len());
+    for append in appends {
+        let stream = &append.stream;
+        if !streams.insert(stream) {
+            return Err(StoreError::RepeatedStream {
+                stream: stream.clone(),
+            });
+        }
+        let batch = encode_batch(stream, &append.events, limits)?;
+        if let Some(event) = append.events.iter().find(|e| !ids.insert(e.event_id)) {
+            return Err(StoreError::IdempotencyConflict {
+                stream: stream.clone(),
+                event_id: event.event_id,
+                kind: IdempotencyConflictKind::DuplicateInBatch,
+            });
+        }
+        events += batch.len();
+        bytes += batch
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len())
+            .sum::<usize>();
+        if events > limits.max_batch_events || bytes > limits.max_batch_bytes {
+            return Err(StoreError::BatchTooLarge {
+                stream: stream.clone(),
+                events,
+                bytes,
+                max_events: limits.max_batch_events,
+                max_bytes: limits.max_batch_bytes,
+            });
+        }
+        encoded.push(batch);
+    }
+    Ok(encoded)
+}
+
 /// Checks that appending `events` events to a stream at version `actual`
 /// keeps its version within [`MAX_STREAM_VERSION`].
 ///
@@ -135,6 +186,9 @@ fn check_event(event: &NewEvent, limits: &StoreLimits) -> Result<(), InvalidEven
     }
     if event.event_type.chars().any(char::is_control) {
         return Err(InvalidEventKind::ControlCharacterInEventType);
+    }
+    if crate::store::is_system_event_type(&event.event_type) {
+        return Err(InvalidEventKind::ReservedEventType);
     }
     if event.schema_version == 0 {
         return Err(InvalidEventKind::SchemaVersionZero);

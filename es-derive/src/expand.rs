@@ -136,11 +136,13 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
     });
     let variant_impls = variants.iter().map(|v| variant(v, ident, krate));
     let dispatch = aggregate_dispatch(model);
+    let quiet = hidden_from_hints(krate);
     quote! {
         const _: () = {
             #(#variant_impls)*
 
             #[automatically_derived]
+            #quiet
             impl #krate::Event for #ident {
                 const EVENT_TYPES: &'static [&'static str] = &[#(#names,)* #(#aliases,)*];
 
@@ -181,6 +183,17 @@ pub(crate) fn event(model: &EventEnum) -> TokenStream {
 
 /// `Dispatch<A>` for the enum: each variant to `A`'s `On` handler for its
 /// payload.
+/// es-core's own event enum (`SystemEvent`, the only one deriving with
+/// `crate = "crate"`) is kept out of the compiler's hints: when a user's type
+/// is not an event enum, naming it as the one that is misleads.
+fn hidden_from_hints(krate: &syn::Path) -> TokenStream {
+    if krate.is_ident("crate") {
+        quote!(#[diagnostic::do_not_recommend])
+    } else {
+        TokenStream::new()
+    }
+}
+
 fn aggregate_dispatch(model: &EventEnum) -> TokenStream {
     let EventEnum {
         ident,
@@ -196,8 +209,10 @@ fn aggregate_dispatch(model: &EventEnum) -> TokenStream {
         let (variant, payload) = (&v.ident, &v.payload);
         quote!(Self::#variant(#payload_var) => <__Aggregate as #krate::On<#payload>>::on(#target, #payload_var))
     });
+    let quiet = hidden_from_hints(krate);
     quote! {
         #[automatically_derived]
+        #quiet
         impl<__Aggregate> #krate::__private::Dispatch<__Aggregate> for #ident
         where
             __Aggregate: #(#handler_bounds)+*,

@@ -15,11 +15,13 @@ pub(crate) fn event_enum(model: &EventEnum, errors: &mut Errors) {
     // Stored name -> (variant, whether it is an alias).
     let mut names: HashMap<&str, (&syn::Ident, bool)> = HashMap::new();
     let mut payloads: HashMap<String, &syn::Ident> = HashMap::new();
+    // Only es-core's own `SystemEvent` names the store's `$` events.
+    let system = model.krate.is_ident("crate");
     for variant in &model.variants {
-        check_name(&variant.name, "event name", errors);
+        check_name(&variant.name, "event name", system, errors);
         claim_name(&mut names, &variant.name, variant, false, errors);
         for alias in &variant.aliases {
-            check_name(alias, "alias", errors);
+            check_name(alias, "alias", system, errors);
             claim_name(&mut names, alias, variant, true, errors);
         }
         let payload = variant.payload.to_token_stream().to_string();
@@ -37,9 +39,14 @@ pub(crate) fn event_enum(model: &EventEnum, errors: &mut Errors) {
     }
 }
 
-fn check_name(name: &Spanned<String>, what: &str, errors: &mut Errors) {
+fn check_name(name: &Spanned<String>, what: &str, system: bool, errors: &mut Errors) {
     let problem = if name.value.is_empty() {
         Some(format!("{what} is empty"))
+    } else if name.value.starts_with('$') && !system {
+        Some(format!(
+            "{what} starts with `$`, which is reserved for the store's own events \
+             (see `es_core::system::SystemEvent`)"
+        ))
     } else if name.value.len() > MAX_NAME_BYTES {
         Some(format!("{what} is longer than {MAX_NAME_BYTES} bytes"))
     } else if name.value.chars().any(char::is_control) {

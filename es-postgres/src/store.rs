@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::backend::{FollowOptions, WatchWaker, encode_batch, follow};
+use es_core::backend::{FollowOptions, WatchWaker, encode_batch, encode_request, follow};
 use es_core::observe;
+use es_core::{ARCHIVED_EVENT_TYPE, DELETED_EVENT_TYPE};
 use es_core::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage, NewEvent,
-    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamId,
-    StreamRead,
+    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamAppend,
+    StreamId, StreamRead,
 };
 use sqlx::PgPool;
 use tracing::Instrument as _;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use crate::PgStoreOptions;
 use crate::convert;
-use crate::data::events::{Attempt, Batch, RawEvent};
+use crate::data::events::{Attempt, Batch, Close, RawEvent, Request, Single, Write};
 use crate::data::{self, Statements};
 use crate::error::{Failure, classify};
 use crate::migrate::{self, MigrateError};
@@ -233,22 +234,93 @@ impl PgEventStore {
     ) -> Result<AppendResult, StoreError> {
         let encoded = encode_batch(stream, &events, &self.inner.options.effective_limits())?;
         let batch = Batch::new(stream, events, encoded)?;
+        let result = self
+            .retrying(
+                stream,
+                &Single {
+                    stream,
+                    expected,
+                    batch: &batch,
+                },
+            )
+            .await?;
+        if batch.len() > 0 && !result.idempotent_replay {
+            self.written();
+        }
+        Ok(result)
+    }
+
+    /// An append across streams without its span and metrics.
+    async fn append_request(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        let encoded = encode_request(&appends, &self.inner.options.effective_limits())?;
+        let request = Request::new(appends, encoded)?;
+        let Some(first) = request.streams().first() else {
+            return Ok(Vec::new());
+        };
+        let results = self.retrying(first, &request).await?;
+        if !request.is_empty() && !results.iter().any(|r| r.idempotent_replay) {
+            self.written();
+        }
+        Ok(results)
+    }
+
+    /// Archives or deletes a stream: appends its `marker` event.
+    async fn close_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        marker: &str,
+    ) -> Result<AppendResult, StoreError> {
+        let close = Close {
+            stream,
+            expected,
+            marker,
+        };
+        let result = self.retrying(stream, &close).await?;
+        if !result.idempotent_replay {
+            self.written();
+        }
+        Ok(result)
+    }
+
+    /// Wakes followers after a write, and now and then sweeps the
+    /// listeners of sessions that ended.
+    fn written(&self) {
+        self.inner.wakeups.wake();
+        notify::sweep(
+            &self.inner.wakeups,
+            &self.inner.pool,
+            &self.inner.statements.listeners.sweep,
+        );
+    }
+
+    /// Runs `append` on a write session (in a transaction of its own
+    /// through a pooler) until it decides, at most `append_retries` times
+    /// more after a lost race or a broken connection; each run after the
+    /// first looks the ids up (`check`).
+    async fn retrying<W: Write>(
+        &self,
+        stream: &StreamId,
+        write: &W,
+    ) -> Result<W::Output, StoreError> {
         let max_retries = self.inner.options.append_retries;
         let (mut retries, mut check) = (0, false);
         loop {
-            let run = self.append_once(stream, expected, &batch, check).await;
-            let (why, error) = match run {
-                Ok(Attempt::Done(result)) => {
-                    if batch.len() > 0 && !result.idempotent_replay {
-                        self.inner.wakeups.wake();
-                        notify::sweep(
-                            &self.inner.wakeups,
-                            &self.inner.pool,
-                            &self.inner.statements.listeners.sweep,
-                        );
-                    }
-                    return Ok(result);
-                }
+            let run = async {
+                let mut session =
+                    (self.inner.writes.session().await).map_err(|e| classify("append", e))?;
+                let statements = &self.inner.statements.events;
+                let attempt = write.run(&mut session, statements, check).await?;
+                // A commit that fails may have landed: the append runs
+                // again and looks its ids up.
+                session.finish().await.map_err(|e| classify("append", e))?;
+                Ok(attempt)
+            };
+            let (why, error) = match run.await {
+                Ok(Attempt::Done(result)) => return Ok(result),
                 // Nothing was written: a unique violation means some ids are
                 // stored, so the next run looks them up (replay or conflict).
                 Ok(Attempt::Retry) | Err(Failure::Retry) => ("lost a race", None),
@@ -274,25 +346,6 @@ impl PgEventStore {
             check = true;
             tracing::debug!(%stream, retries, "append {why}; running it again");
         }
-    }
-
-    /// Runs the append function once, in a transaction of its own through
-    /// a pooler.
-    async fn append_once(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        batch: &Batch,
-        check: bool,
-    ) -> Result<Attempt, Failure> {
-        let statements = &self.inner.statements.events;
-        let mut session = (self.inner.writes.session().await).map_err(|e| classify("append", e))?;
-        let attempt =
-            data::events::append(&mut session, statements, stream, expected, batch, check).await?;
-        // A commit that fails may have landed: the append runs again and
-        // looks its ids up.
-        session.finish().await.map_err(|e| classify("append", e))?;
-        Ok(attempt)
     }
 
     /// Reads a page of the feed, and whether committed events are still
@@ -399,6 +452,51 @@ impl EventStore for PgEventStore {
             .await;
         observe::record_append(&span, &result, count, started.elapsed());
         result
+    }
+
+    async fn append_many(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        let span = tracing::info_span!(
+            "es.append",
+            db.system.name = "postgresql",
+            db.operation.name = "append_many",
+            es.stream = tracing::field::Empty,
+            es.stream_count = appends.len(),
+            es.event_count = tracing::field::Empty,
+            es.outcome = tracing::field::Empty,
+            es.stream_version = tracing::field::Empty,
+        );
+        if let Some(first) = appends.first() {
+            span.record("es.stream", tracing::field::display(&first.stream));
+        }
+        let count = appends.iter().map(|a| a.events.len()).sum();
+        span.record("es.event_count", count);
+        let started = std::time::Instant::now();
+        let results = self.append_request(appends).instrument(span.clone()).await;
+        observe::record_append_many(&span, &results, count, started.elapsed());
+        results
+    }
+
+    async fn archive_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError> {
+        self.close_stream(stream, expected, ARCHIVED_EVENT_TYPE)
+            .instrument(tracing::info_span!("es.archive_stream", es.stream = %stream))
+            .await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError> {
+        self.close_stream(stream, expected, DELETED_EVENT_TYPE)
+            .instrument(tracing::info_span!("es.delete_stream", es.stream = %stream))
+            .await
     }
 
     async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {

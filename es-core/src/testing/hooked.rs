@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::{
     AppendResult, EventStore, EventStream, ExpectedVersion, FeedFilter, FeedPage, NewEvent,
-    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamId,
-    StreamRead,
+    Position, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreLimits, StreamAppend,
+    StreamId, StreamRead,
 };
 
 /// What a [`Hooked`] store does around the calls it forwards to its inner
@@ -85,6 +85,34 @@ impl<S: EventStore, H: Hooks<S>> EventStore for Hooked<S, H> {
         self.hooks.before_append(&self.inner, stream).await?;
         let result = self.inner.append(stream, expected, events).await;
         self.hooks.after_append(&self.inner, result).await
+    }
+
+    async fn append_many(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>, StoreError> {
+        for append in &appends {
+            self.hooks
+                .before_append(&self.inner, &append.stream)
+                .await?;
+        }
+        self.inner.append_many(appends).await
+    }
+
+    async fn archive_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError> {
+        self.inner.archive_stream(stream, expected).await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult, StoreError> {
+        self.inner.delete_stream(stream, expected).await
     }
 
     async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {

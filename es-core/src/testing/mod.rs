@@ -116,6 +116,19 @@ macro_rules! conformance_suite {
             subscription_to_rare_events,
             subscription_has_no_gap_or_duplicate_at_switch,
             snapshots_keep_the_newest_per_stream,
+            // Appends across streams; archived and deleted streams.
+            append_many_writes_every_stream_or_none,
+            append_many_events_are_contiguous_in_request_order,
+            append_many_sent_again_is_a_replay,
+            append_many_partly_stored_is_a_conflict,
+            append_many_refuses_repeats_and_oversize_requests,
+            append_many_checks_streams_without_events,
+            append_many_overlapping_requests_never_deadlock,
+            archived_stream_reads_say_archived,
+            append_to_archived_stream_restores_it,
+            deleted_stream_refuses_appends_under_every_expected_version,
+            deleted_stream_reads_say_deleted,
+            system_event_types_are_refused,
             // Repository conformance: the command path on the store.
             repository_command_appends_and_load_folds_the_stream,
             repository_refused_command_writes_nothing,
@@ -131,6 +144,8 @@ macro_rules! conformance_suite {
             repository_snapshot_of_another_version_is_ignored,
             repository_snapshot_that_does_not_decode_is_ignored_with_a_warning,
             repository_unknown_event_types_fail_the_load_unless_skipped,
+            repository_on_archived_and_deleted_streams,
+            repository_command_on_two_aggregates_writes_both_or_neither,
             // Commands sent again: idempotent by command id.
             repository_command_sent_again_takes_effect_once,
             repository_same_command_from_8_tasks_takes_effect_once,

@@ -3,9 +3,10 @@
 
 use es_core::backend::EncodedEvent;
 use es_core::store::{MAX_SCHEMA_VERSION, MAX_STREAM_VERSION};
+use es_core::{ARCHIVED_EVENT_TYPE, DELETED_EVENT_TYPE, is_system_event_type};
 use es_core::{
     AppendResult, ExpectedVersion, IdempotencyConflictKind, InvalidEventKind, NewEvent, Position,
-    ReadDirection, RecordedEvent, StoreError, StreamId, StreamRead,
+    ReadDirection, RecordedEvent, StoreError, StreamAppend, StreamId, StreamRead,
 };
 use futures::TryStreamExt as _;
 use sqlx::Row as _;
@@ -21,6 +22,8 @@ use crate::route::Session;
 #[derive(Debug)]
 pub(crate) struct Statements {
     append: String,
+    append_many: String,
+    close: String,
     read_forward: String,
     read_backward: String,
     read_by_id: String,
@@ -35,13 +38,19 @@ impl Statements {
                 "SELECT outcome, actual, conflict_id, tx_id, first_seq, tx_ids, seqs \
                  FROM \"{schema}\".append_events($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb[], $9)"
             ),
-            read_forward: format!(
-                "SELECT {EVENT_COLUMNS} FROM {events} \
-                 WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+            append_many: format!(
+                "SELECT outcome, failed, actual, conflict_id, versions, tx_id, first_seq, tx_ids, \
+                 seqs FROM \"{schema}\".append_many($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10::jsonb, $11::jsonb[], $12)"
             ),
-            read_backward: format!(
-                "SELECT {EVENT_COLUMNS} FROM {events} \
-                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            close: format!(
+                "SELECT outcome, actual, conflict_id, tx_id, first_seq, tx_ids, seqs \
+                 FROM \"{schema}\".close_stream($1, $2, $3, $4, $5, $6::jsonb)"
+            ),
+            read_forward: read_stream_statement(&events, "version >= $2 ORDER BY version LIMIT $3"),
+            read_backward: read_stream_statement(
+                &events,
+                "version <= $2 ORDER BY version DESC LIMIT $3",
             ),
             read_by_id: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
@@ -54,6 +63,21 @@ impl Statements {
             ),
         }
     }
+}
+
+/// A read of a stream's range (`range` after `stream_id = $1 AND`) with
+/// the stream's last event type beside each row, so that an archived or
+/// deleted stream is recognized in the same round trip. A stream with no
+/// event in the range gives one row of null event columns; one that does
+/// not exist gives no row.
+fn read_stream_statement(events: &str, range: &str) -> String {
+    format!(
+        "SELECT head.head_type, head.head_version, range.* FROM \
+         (SELECT event_type AS head_type, version AS head_version FROM {events} \
+          WHERE stream_id = $1 ORDER BY version DESC LIMIT 1) AS head \
+         LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {events} \
+          WHERE stream_id = $1 AND {range}) AS range ON true"
+    )
 }
 
 /// What the append function decided (its `outcome` column).
@@ -76,12 +100,14 @@ pub(crate) enum AppendOutcome {
     Retry,
     /// The batch would take the stream past the `bigint` range.
     VersionOverflow,
+    /// The stream was deleted.
+    StreamDeleted,
 }
 
 impl AppendOutcome {
     /// Every outcome.
     #[cfg(test)]
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Appended,
         Self::Replayed,
         Self::WrongExpectedVersion,
@@ -90,6 +116,7 @@ impl AppendOutcome {
         Self::DifferentOrder,
         Self::Retry,
         Self::VersionOverflow,
+        Self::StreamDeleted,
     ];
 
     /// The outcome's code in the SQL function.
@@ -104,6 +131,7 @@ impl AppendOutcome {
             Self::DifferentOrder => 5,
             Self::Retry => 6,
             Self::VersionOverflow => 7,
+            Self::StreamDeleted => 8,
         }
     }
 
@@ -118,6 +146,7 @@ impl AppendOutcome {
             5 => Self::DifferentOrder,
             6 => Self::Retry,
             7 => Self::VersionOverflow,
+            8 => Self::StreamDeleted,
             _ => return None,
         })
     }
@@ -187,15 +216,31 @@ impl Batch {
         events: Vec<NewEvent>,
         encoded: Vec<EncodedEvent>,
     ) -> Result<Self, StoreError> {
+        let mut batch = Self::with_capacity(events.len());
+        batch.push(stream, events, encoded)?;
+        Ok(batch)
+    }
+
+    fn with_capacity(events: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(events),
+            types: Vec::with_capacity(events),
+            schema_versions: Vec::with_capacity(events),
+            data: "[]".to_owned(),
+            metadata: Vec::with_capacity(events),
+        }
+    }
+
+    /// Adds `events` (of `stream`) at the end.
+    fn push(
+        &mut self,
+        stream: &StreamId,
+        events: Vec<NewEvent>,
+        encoded: Vec<EncodedEvent>,
+    ) -> Result<(), StoreError> {
         let bytes: usize = encoded.iter().map(|e| e.data.len() + 1).sum();
-        let mut batch = Self {
-            ids: Vec::with_capacity(events.len()),
-            types: Vec::with_capacity(events.len()),
-            schema_versions: Vec::with_capacity(events.len()),
-            data: String::with_capacity(bytes + 2),
-            metadata: Vec::with_capacity(events.len()),
-        };
-        batch.data.push('[');
+        self.data.pop();
+        self.data.reserve(bytes + 1);
         for (index, (event, encoded)) in events.into_iter().zip(encoded).enumerate() {
             let schema_version =
                 i32::try_from(event.schema_version).map_err(|_| StoreError::InvalidEvent {
@@ -208,21 +253,20 @@ impl Batch {
                         max: MAX_SCHEMA_VERSION,
                     },
                 })?;
-            batch.ids.push(event.event_id);
-            batch.types.push(event.event_type);
-            batch.schema_versions.push(schema_version);
-            if batch.data.len() > 1 {
-                batch.data.push(',');
+            self.ids.push(event.event_id);
+            self.types.push(event.event_type);
+            self.schema_versions.push(schema_version);
+            if self.data.len() > 1 {
+                self.data.push(',');
             }
-            batch.data.push_str(&encoded.data);
+            self.data.push_str(&encoded.data);
             // Empty metadata travels as NULL and is stored as `{}` without
             // being parsed.
-            batch
-                .metadata
+            self.metadata
                 .push((encoded.metadata != "{}").then_some(encoded.metadata));
         }
-        batch.data.push(']');
-        Ok(batch)
+        self.data.push(']');
+        Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -230,48 +274,257 @@ impl Batch {
     }
 }
 
-/// What one run of the append function decided.
-pub(crate) enum Attempt {
-    Done(AppendResult),
+/// An append across streams as the function's parameters: each stream with
+/// its expectation and event count, and every event of the request in one
+/// [`Batch`] with its stream and its place in that stream's batch.
+pub(crate) struct Request {
+    streams: Vec<StreamId>,
+    expected: Vec<ExpectedVersion>,
+    counts: Vec<i32>,
+    entries: Vec<i32>,
+    offsets: Vec<i32>,
+    batch: Batch,
+}
+
+impl Request {
+    /// The request of `appends`, which `encode_request` checked and encoded.
+    pub(crate) fn new(
+        appends: Vec<StreamAppend>,
+        encoded: Vec<Vec<EncodedEvent>>,
+    ) -> Result<Self, StoreError> {
+        let events = encoded.iter().map(Vec::len).sum();
+        let mut request = Self {
+            streams: Vec::with_capacity(appends.len()),
+            expected: Vec::with_capacity(appends.len()),
+            counts: Vec::with_capacity(appends.len()),
+            entries: Vec::with_capacity(events),
+            offsets: Vec::with_capacity(events),
+            batch: Batch::with_capacity(events),
+        };
+        for ((append, encoded), entry) in appends.into_iter().zip(encoded).zip(1_i32..) {
+            let count = append.events.len();
+            // The request's limits (at most `max_batch_events`) were checked.
+            let count_i32 = i32::try_from(count).map_err(|_| StoreError::BatchTooLarge {
+                stream: append.stream.clone(),
+                events: count,
+                bytes: 0,
+                max_events: i32::MAX.unsigned_abs() as usize,
+                max_bytes: 0,
+            })?;
+            request.entries.extend(std::iter::repeat_n(entry, count));
+            request.offsets.extend(1..=count_i32);
+            request.counts.push(count_i32);
+            request.batch.push(&append.stream, append.events, encoded)?;
+            request.streams.push(append.stream);
+            request.expected.push(append.expected);
+        }
+        Ok(request)
+    }
+
+    /// Whether the request holds no event.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batch.len() == 0
+    }
+
+    /// The request's streams, for messages.
+    pub(crate) fn streams(&self) -> &[StreamId] {
+        &self.streams
+    }
+}
+
+/// What one run of an append function decided.
+pub(crate) enum Attempt<T = AppendResult> {
+    Done(T),
     /// Lost a race; nothing was written.
     Retry,
 }
 
-/// Runs the append function once. With `check`, it looks the batch's ids
-/// up even when the version check passes (after a unique violation showed
-/// that some are stored).
-pub(crate) async fn append(
-    session: &mut Session,
-    statements: &Statements,
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    batch: &Batch,
-    check: bool,
-) -> Result<Attempt, Failure> {
-    let (kind, version) = ExpectedKind::parameters(expected);
-    let row = sqlx::query(&statements.append)
-        .bind(stream.as_str())
-        .bind(kind)
-        .bind(version)
-        .bind(&batch.ids)
-        .bind(&batch.types)
-        .bind(&batch.schema_versions)
-        .bind(&batch.data)
-        .bind(&batch.metadata)
-        .bind(check)
-        .persistent(session.persistent())
-        .fetch_one(session.conn())
-        .await
-        .map_err(|e| classify("append", e))?;
-    AppendRow::decode(stream, &row)
-        .and_then(|result| result.into_attempt(stream, expected, batch.len()))
-        .map_err(Failure::Fail)
+/// One of the store's writes: one run of its function, which the store
+/// repeats after a lost race or a broken connection. With `check`, a run
+/// looks the events' ids up even when the version check passes (after a
+/// unique violation showed that some are stored).
+pub(crate) trait Write: Sync {
+    /// What the write returns.
+    type Output: Send;
+
+    /// Runs the write's function once.
+    fn run<'a>(
+        &'a self,
+        session: &'a mut Session,
+        statements: &'a Statements,
+        check: bool,
+    ) -> impl Future<Output = Result<Attempt<Self::Output>, Failure>> + Send + 'a;
 }
 
-/// A row of the append function, decoded by column name.
-struct AppendRow {
+/// An append to one stream.
+pub(crate) struct Single<'a> {
+    pub(crate) stream: &'a StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) batch: &'a Batch,
+}
+
+impl Write for Single<'_> {
+    type Output = AppendResult;
+
+    async fn run(
+        &self,
+        session: &mut Session,
+        statements: &Statements,
+        check: bool,
+    ) -> Result<Attempt, Failure> {
+        let (stream, batch) = (self.stream, self.batch);
+        let (kind, version) = ExpectedKind::parameters(self.expected);
+        let row = sqlx::query(&statements.append)
+            .bind(stream.as_str())
+            .bind(kind)
+            .bind(version)
+            .bind(&batch.ids)
+            .bind(&batch.types)
+            .bind(&batch.schema_versions)
+            .bind(&batch.data)
+            .bind(&batch.metadata)
+            .bind(check)
+            .persistent(session.persistent())
+            .fetch_one(session.conn())
+            .await
+            .map_err(|e| classify("append", e))?;
+        AppendRow::decode(stream, &row)
+            .and_then(|result| result.into_attempt(stream, self.expected, batch.len()))
+            .map_err(Failure::Fail)
+    }
+}
+
+/// Archiving or deleting a stream: appending its `marker` event, which is
+/// a replay when the stream already ends with it.
+pub(crate) struct Close<'a> {
+    pub(crate) stream: &'a StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) marker: &'a str,
+}
+
+impl Write for Close<'_> {
+    type Output = AppendResult;
+
+    async fn run(
+        &self,
+        session: &mut Session,
+        statements: &Statements,
+        _check: bool,
+    ) -> Result<Attempt, Failure> {
+        let (kind, version) = ExpectedKind::parameters(self.expected);
+        let row = sqlx::query(&statements.close)
+            .bind(self.stream.as_str())
+            .bind(self.marker)
+            .bind(kind)
+            .bind(version)
+            .bind(Uuid::new_v4())
+            .bind("{}")
+            .persistent(session.persistent())
+            .fetch_one(session.conn())
+            .await
+            .map_err(|e| classify("append", e))?;
+        AppendRow::decode(self.stream, &row)
+            .and_then(|result| result.into_attempt(self.stream, self.expected, 1))
+            .map_err(Failure::Fail)
+    }
+}
+
+impl Write for Request {
+    type Output = Vec<AppendResult>;
+
+    async fn run(
+        &self,
+        session: &mut Session,
+        statements: &Statements,
+        check: bool,
+    ) -> Result<Attempt<Vec<AppendResult>>, Failure> {
+        let (kinds, versions): (Vec<i16>, Vec<i64>) = self
+            .expected
+            .iter()
+            .map(|&e| ExpectedKind::parameters(e))
+            .unzip();
+        let streams: Vec<&str> = self.streams.iter().map(StreamId::as_str).collect();
+        let batch = &self.batch;
+        let row = sqlx::query(&statements.append_many)
+            .bind(&streams)
+            .bind(&kinds)
+            .bind(&versions)
+            .bind(&self.counts)
+            .bind(&self.entries)
+            .bind(&self.offsets)
+            .bind(&batch.ids)
+            .bind(&batch.types)
+            .bind(&batch.schema_versions)
+            .bind(&batch.data)
+            .bind(&batch.metadata)
+            .bind(check)
+            .persistent(session.persistent())
+            .fetch_one(session.conn())
+            .await
+            .map_err(|e| classify("append", e))?;
+        ManyRow::decode(self, &row)
+            .and_then(|result| result.into_attempt(self))
+            .map_err(Failure::Fail)
+    }
+}
+
+/// The error of an outcome that wrote nothing, or `None` for `Appended`,
+/// `Replayed` and `Retry`.
+fn refusal(
     outcome: AppendOutcome,
+    stream: &StreamId,
+    expected: ExpectedVersion,
     actual: u64,
+    conflict_id: Option<Uuid>,
+    events: usize,
+) -> Option<StoreError> {
+    let kind = match outcome {
+        AppendOutcome::Appended | AppendOutcome::Replayed | AppendOutcome::Retry => return None,
+        AppendOutcome::WrongExpectedVersion => {
+            return Some(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        AppendOutcome::VersionOverflow => {
+            return Some(StoreError::StreamVersionOverflow {
+                stream: stream.clone(),
+                events,
+                max: MAX_STREAM_VERSION,
+            });
+        }
+        AppendOutcome::StreamDeleted => {
+            return Some(StoreError::StreamDeleted {
+                stream: stream.clone(),
+                version: actual,
+            });
+        }
+        AppendOutcome::PartialOverlap => IdempotencyConflictKind::PartialOverlap,
+        AppendOutcome::OtherStream => IdempotencyConflictKind::OtherStream,
+        AppendOutcome::DifferentOrder => IdempotencyConflictKind::DifferentOrder,
+    };
+    Some(match conflict_id {
+        Some(event_id) => StoreError::IdempotencyConflict {
+            stream: stream.clone(),
+            event_id,
+            kind,
+        },
+        None => missing(stream, "the conflicting event id"),
+    })
+}
+
+fn missing(stream: &StreamId, what: &str) -> StoreError {
+    StoreError::CorruptRecord {
+        location: format!("the result of an append to {stream}"),
+        reason: format!("{what} is missing"),
+    }
+}
+
+/// The columns that the append functions share, decoded by name.
+struct Common {
+    outcome: AppendOutcome,
+    actual: Option<u64>,
     conflict_id: Option<Uuid>,
     /// A fresh append's first position.
     first: Option<Position>,
@@ -279,18 +532,17 @@ struct AppendRow {
     replayed: Option<Vec<Position>>,
 }
 
-impl AppendRow {
-    fn decode(stream: &StreamId, row: &PgRow) -> Result<Self, StoreError> {
-        let bad = |reason: String| StoreError::CorruptRecord {
-            location: format!("the result of an append to {stream}"),
-            reason,
-        };
+impl Common {
+    fn decode(row: &PgRow, bad: &dyn Fn(String) -> StoreError) -> Result<Self, StoreError> {
         let get = |e: sqlx::Error| bad(e.to_string());
         let code: i16 = row.try_get("outcome").map_err(get)?;
         let outcome = AppendOutcome::from_code(code)
             .ok_or_else(|| bad(format!("the unknown outcome {code}")))?;
         let actual: Option<i64> = row.try_get("actual").map_err(get)?;
-        let actual = actual.ok_or_else(|| bad("no stream version".to_owned()))?;
+        let actual = match actual {
+            Some(actual) => Some(convert::unsigned(actual, "the stream version").map_err(bad)?),
+            None => None,
+        };
         let tx: Option<i64> = row.try_get("tx_id").map_err(get)?;
         let first_seq: Option<i64> = row.try_get("first_seq").map_err(get)?;
         let first = match tx.zip(first_seq) {
@@ -312,11 +564,40 @@ impl AppendRow {
         };
         Ok(Self {
             outcome,
-            actual: convert::unsigned(actual, "the stream version").map_err(bad)?,
+            actual,
             conflict_id: row.try_get("conflict_id").map_err(get)?,
             first,
             replayed,
         })
+    }
+
+    /// The positions of `count` events written from the first position.
+    fn written(
+        &self,
+        stream: &StreamId,
+        skip: u64,
+        count: usize,
+    ) -> Result<Vec<Position>, StoreError> {
+        match self.first {
+            _ if count == 0 => Ok(Vec::new()),
+            Some(first) => Ok((skip..skip + count as u64)
+                .map(|i| Position::from_parts(first.commit(), first.sequence() + i))
+                .collect()),
+            None => Err(missing(stream, "the position of the events written")),
+        }
+    }
+}
+
+/// A row of the append function.
+struct AppendRow(Common);
+
+impl AppendRow {
+    fn decode(stream: &StreamId, row: &PgRow) -> Result<Self, StoreError> {
+        let bad = |reason: String| StoreError::CorruptRecord {
+            location: format!("the result of an append to {stream}"),
+            reason,
+        };
+        Common::decode(row, &bad).map(Self)
     }
 
     fn into_attempt(
@@ -325,58 +606,119 @@ impl AppendRow {
         expected: ExpectedVersion,
         batch_len: usize,
     ) -> Result<Attempt, StoreError> {
-        let missing = |what: &str| StoreError::CorruptRecord {
-            location: format!("the result of an append to {stream}"),
-            reason: format!("{what} is missing"),
-        };
-        let conflict = |kind| match self.conflict_id {
-            Some(event_id) => StoreError::IdempotencyConflict {
-                stream: stream.clone(),
-                event_id,
-                kind,
-            },
-            None => missing("the conflicting event id"),
-        };
-        match self.outcome {
-            AppendOutcome::Appended => {
-                let positions = match self.first {
-                    _ if batch_len == 0 => Vec::new(),
-                    Some(first) => (0..batch_len as u64)
-                        .map(|i| Position::from_parts(first.commit(), first.sequence() + i))
-                        .collect(),
-                    None => return Err(missing("the position of the events written")),
-                };
-                Ok(Attempt::Done(AppendResult::new(
-                    self.actual,
-                    positions,
-                    false,
-                )))
-            }
-            AppendOutcome::Replayed => {
-                let positions = self
-                    .replayed
-                    .ok_or_else(|| missing("the positions of the events stored"))?;
-                Ok(Attempt::Done(AppendResult::new(
-                    self.actual,
-                    positions,
-                    true,
-                )))
-            }
-            AppendOutcome::WrongExpectedVersion => Err(StoreError::WrongExpectedVersion {
-                stream: stream.clone(),
-                expected,
-                actual: self.actual,
-            }),
-            AppendOutcome::PartialOverlap => Err(conflict(IdempotencyConflictKind::PartialOverlap)),
-            AppendOutcome::OtherStream => Err(conflict(IdempotencyConflictKind::OtherStream)),
-            AppendOutcome::DifferentOrder => Err(conflict(IdempotencyConflictKind::DifferentOrder)),
-            AppendOutcome::Retry => Ok(Attempt::Retry),
-            AppendOutcome::VersionOverflow => Err(StoreError::StreamVersionOverflow {
-                stream: stream.clone(),
-                events: batch_len,
-                max: MAX_STREAM_VERSION,
-            }),
+        let row = self.0;
+        let actual = row
+            .actual
+            .ok_or_else(|| missing(stream, "the stream version"))?;
+        if let Some(error) = refusal(
+            row.outcome,
+            stream,
+            expected,
+            actual,
+            row.conflict_id,
+            batch_len,
+        ) {
+            return Err(error);
         }
+        let (positions, replay) = match row.outcome {
+            AppendOutcome::Retry => return Ok(Attempt::Retry),
+            AppendOutcome::Replayed => (
+                row.replayed
+                    .ok_or_else(|| missing(stream, "the positions of the events stored"))?,
+                true,
+            ),
+            _ => (row.written(stream, 0, batch_len)?, false),
+        };
+        Ok(Attempt::Done(AppendResult::new(actual, positions, replay)))
+    }
+}
+
+/// A row of the function that appends across streams.
+struct ManyRow {
+    common: Common,
+    /// The stream (1-based) the outcome is about.
+    failed: Option<i32>,
+    /// Each stream's version after the request.
+    versions: Option<Vec<i64>>,
+}
+
+impl ManyRow {
+    fn decode(request: &Request, row: &PgRow) -> Result<Self, StoreError> {
+        let bad = |reason: String| StoreError::CorruptRecord {
+            location: format!(
+                "the result of an append across {} streams",
+                request.streams.len()
+            ),
+            reason,
+        };
+        let get = |e: sqlx::Error| bad(e.to_string());
+        Ok(Self {
+            common: Common::decode(row, &bad)?,
+            failed: row.try_get("failed").map_err(get)?,
+            versions: row.try_get("versions").map_err(get)?,
+        })
+    }
+
+    fn into_attempt(self, request: &Request) -> Result<Attempt<Vec<AppendResult>>, StoreError> {
+        let Self {
+            common,
+            failed,
+            versions,
+        } = self;
+        let Some(first) = request.streams.first() else {
+            return Ok(Attempt::Done(Vec::new()));
+        };
+        match common.outcome {
+            AppendOutcome::Retry => return Ok(Attempt::Retry),
+            AppendOutcome::Appended | AppendOutcome::Replayed => {}
+            outcome => {
+                let index = failed
+                    .and_then(|i| usize::try_from(i).ok()?.checked_sub(1))
+                    .filter(|&i| i < request.streams.len())
+                    .ok_or_else(|| missing(first, "the stream that failed"))?;
+                let stream = &request.streams[index];
+                let events = usize::try_from(request.counts[index]).unwrap_or_default();
+                let actual = common.actual.unwrap_or_default();
+                return Err(refusal(
+                    outcome,
+                    stream,
+                    request.expected[index],
+                    actual,
+                    common.conflict_id,
+                    events,
+                )
+                .unwrap_or_else(|| missing(stream, "the outcome")));
+            }
+        }
+        let versions = versions
+            .filter(|v| v.len() == request.streams.len())
+            .ok_or_else(|| missing(first, "the streams' versions"))?;
+        let replay = common.outcome == AppendOutcome::Replayed;
+        let mut skip = 0_usize;
+        let mut results = Vec::with_capacity(versions.len());
+        for ((stream, &count), version) in request.streams.iter().zip(&request.counts).zip(versions)
+        {
+            let count = usize::try_from(count).unwrap_or_default();
+            let positions = if replay {
+                let stored = common
+                    .replayed
+                    .as_deref()
+                    .and_then(|p| p.get(skip..skip + count))
+                    .ok_or_else(|| missing(stream, "the positions of the events stored"))?;
+                stored.to_vec()
+            } else {
+                common.written(stream, skip as u64, count)?
+            };
+            skip += count;
+            let version = convert::unsigned(version, "the stream version").map_err(|reason| {
+                StoreError::CorruptRecord {
+                    location: format!("the result of an append to {stream}"),
+                    reason,
+                }
+            })?;
+            results.push(AppendResult::new(version, positions, replay));
+        }
+        Ok(Attempt::Done(results))
     }
 }
 
@@ -390,15 +732,11 @@ pub(crate) async fn read_stream(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     // Every stored version is a bigint: a forward read from past that
     // range finds nothing, a backward one starts at the last event.
-    let (sql, from) = match (read.direction, i64::try_from(read.from)) {
-        _ if read.limit == 0 => return Ok(Vec::new()),
-        (ReadDirection::Forward, Ok(from)) => (&statements.read_forward, from),
-        (ReadDirection::Forward, Err(_)) => return Ok(Vec::new()),
-        (ReadDirection::Backward, from) => (
-            &statements.read_backward,
-            from.map_or(i64::MAX, |from| from),
-        ),
+    let (sql, from) = match read.direction {
+        ReadDirection::Forward => (&statements.read_forward, i64::try_from(read.from)),
+        ReadDirection::Backward => (&statements.read_backward, i64::try_from(read.from)),
     };
+    let from = from.unwrap_or(i64::MAX);
     let mut rows = sqlx::query(sql)
         .bind(stream.as_str())
         .bind(from)
@@ -416,16 +754,46 @@ pub(crate) async fn read_stream(
         if corrupt.is_some() {
             continue;
         }
-        let columns = match columns {
-            Some(columns) => columns,
-            None => *columns.insert(EventColumns::locate(&row)?),
+        let columns = if let Some(columns) = columns {
+            columns
+        } else {
+            closed(stream, &row)?;
+            *columns.insert(EventColumns::locate(&row)?)
         };
+        if !columns.present(&row)? {
+            continue;
+        }
         match columns.decode(&row, Some(stream)) {
             Ok(event) => events.push(event),
             Err(error) => corrupt = Some(error),
         }
     }
     corrupt.map_or(Ok(events), Err)
+}
+
+/// [`StoreError::StreamArchived`] or [`StoreError::StreamDeleted`] when the
+/// stream's last event (beside the first row of a read) is its marker.
+fn closed(stream: &StreamId, row: &PgRow) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::CorruptRecord {
+        location: format!("the last event of stream {stream}"),
+        reason,
+    };
+    let head_type: &str = row
+        .try_get("head_type")
+        .map_err(|e| corrupt(e.to_string()))?;
+    if !is_system_event_type(head_type) {
+        return Ok(());
+    }
+    let version: i64 = row
+        .try_get("head_version")
+        .map_err(|e| corrupt(e.to_string()))?;
+    let version = u64::try_from(version).map_err(|_| corrupt(format!("version {version}")))?;
+    let stream = stream.clone();
+    match head_type {
+        ARCHIVED_EVENT_TYPE => Err(StoreError::StreamArchived { stream, version }),
+        DELETED_EVENT_TYPE => Err(StoreError::StreamDeleted { stream, version }),
+        other => Err(corrupt(format!("unknown system event type {other}"))),
+    }
 }
 
 /// Reads the stored events among `ids`, in feed order (through the unique
@@ -504,7 +872,7 @@ mod tests {
     use super::{AppendOutcome, ExpectedKind};
 
     /// The append function as the newest migration defines it.
-    const FUNCTION: &str = include_str!("../../migrations/0004_round_trip.sql");
+    const FUNCTION: &str = include_str!("../../migrations/0008_streams_across.sql");
 
     /// The integers that follow `marker` in the function's source.
     fn codes_after(marker: &str) -> BTreeSet<i16> {
@@ -526,7 +894,7 @@ mod tests {
         for outcome in AppendOutcome::ALL {
             assert_eq!(AppendOutcome::from_code(outcome.code()), Some(outcome));
         }
-        assert_eq!(AppendOutcome::from_code(8), None);
+        assert_eq!(AppendOutcome::from_code(9), None);
     }
 
     #[test]

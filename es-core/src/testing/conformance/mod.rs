@@ -11,10 +11,12 @@
     reason = "every function here is a test case that panics on failure"
 )]
 
+mod across;
 mod commands;
 mod repository;
 mod round_trip;
 
+pub use across::*;
 pub use commands::*;
 pub use repository::*;
 pub use round_trip::*;

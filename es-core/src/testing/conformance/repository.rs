@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::__private::{payload, unknown_event_type, unsupported_version};
 use crate::testing::hooked::{Hooked, Hooks};
 use crate::{
-    Aggregate, CommandContext, CommandError, Decide, DecodeError, Event, EventStore,
+    Aggregate, CommandContext, CommandError, Decide, DecideWith, DecodeError, Event, EventStore,
     ExpectedVersion, NewEvent, RecordedEvent, Repository, RepositoryOptions, Snapshot,
     SnapshotPolicy, SnapshotStore, StoreError, StreamId, StreamRead,
 };
@@ -184,6 +184,26 @@ impl Decide<Withdraw> for Account {
         Ok(vec![AccountEvent::Withdrawn(Withdrawn {
             cents: command.0,
         })])
+    }
+}
+
+/// Moves cents from this account to another, both written together.
+struct Transfer(u64);
+
+impl DecideWith<Account, Transfer> for Account {
+    type Error = AccountError;
+
+    fn decide_with(
+        &self,
+        to: &Account,
+        command: &Transfer,
+    ) -> Result<(Vec<AccountEvent>, Vec<AccountEvent>), AccountError> {
+        if to.owner.is_none() {
+            return Err(AccountError::NotOpen);
+        }
+        let withdrawn = self.decide(&Withdraw(command.0))?;
+        let deposited = AccountEvent::Deposited(Deposited { cents: command.0 });
+        Ok((withdrawn, vec![deposited]))
     }
 }
 
@@ -734,4 +754,122 @@ pub async fn repository_unknown_event_types_fail_the_load_unless_skipped<
         .execute(&id, &Deposit(1), &CommandContext::new())
         .await
         .expect("a deposit after the unknown event");
+}
+
+/// A command on an archived aggregate fails with the store's
+/// `StreamArchived`, cached state or not; once an append restored the
+/// stream, loads and commands step over the `$archived` event. A deleted
+/// aggregate's commands fail with `StreamDeleted`.
+pub async fn repository_on_archived_and_deleted_streams<S: EventStore + SnapshotStore + Clone>(
+    store: S,
+) {
+    let cached = Repository::<Account, _>::new(store.clone());
+    let id = account("1");
+    open_with(&cached, &id, 100).await;
+    store
+        .archive_stream(&id, ExpectedVersion::Exact(2))
+        .await
+        .expect("archiving");
+    let fresh = Repository::<Account, _>::new(store.clone());
+    for repo in [&cached, &fresh] {
+        let refused = repo.execute(&id, &Deposit(1), &CommandContext::new()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(CommandError::Store(StoreError::StreamArchived {
+                    version: 3,
+                    ..
+                }))
+            ),
+            "got {refused:?}"
+        );
+    }
+    let restore = NewEvent::new(DEPOSITED, json!({ "cents": 5 }));
+    store
+        .append(&id, ExpectedVersion::Exact(3), vec![restore])
+        .await
+        .expect("restoring with an append");
+    let loaded = fresh.load(&id).await.expect("loading the restored stream");
+    assert_eq!((loaded.state.balance, loaded.version), (105, 4));
+    let outcome = cached
+        .execute(&id, &Deposit(1), &CommandContext::new())
+        .await
+        .expect("a command on the restored stream");
+    assert_eq!(outcome.stream_version, 5);
+
+    store
+        .delete_stream(&id, ExpectedVersion::Exact(5))
+        .await
+        .expect("deleting");
+    let refused = cached
+        .execute(&id, &Deposit(1), &CommandContext::new())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(CommandError::Store(StoreError::StreamDeleted {
+                version: 6,
+                ..
+            }))
+        ),
+        "got {refused:?}"
+    );
+}
+
+/// A command decided on two aggregates writes both streams or neither:
+/// eight transfers racing out of one account never overdraw it nor lose a
+/// cent, and a transfer sent again takes effect once.
+pub async fn repository_command_on_two_aggregates_writes_both_or_neither<
+    S: EventStore + SnapshotStore + Clone + 'static,
+>(
+    store: S,
+) {
+    let repo = Arc::new(Repository::<Account, _>::new(store.clone()));
+    let (from, to) = (account("from"), account("to"));
+    open_with(&repo, &from, 100).await;
+    repo.execute(&to, &Open("bob"), &CommandContext::new())
+        .await
+        .expect("opening");
+    let context = CommandContext::new().with_command_id(Uuid::from_u128(1));
+    let (debit, credit) = repo
+        .execute_with(&repo, &from, &to, &Transfer(30), &context)
+        .await
+        .expect("a transfer");
+    assert_eq!((debit.stream_version, credit.stream_version), (3, 2));
+    let feed = super::whole_feed(&store).await;
+    let (again, _) = repo
+        .execute_with(&repo, &from, &to, &Transfer(30), &context)
+        .await
+        .expect("the transfer sent again");
+    assert!(again.already_applied);
+    assert_eq!(again.positions, debit.positions);
+    assert_eq!(super::whole_feed(&store).await, feed, "nothing was written");
+
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (repo, from, to) = (Arc::clone(&repo), from.clone(), to.clone());
+            let fresh = Repository::<Account, _>::new(store.clone());
+            tokio::spawn(async move {
+                fresh
+                    .execute_with(&repo, &from, &to, &Transfer(20), &CommandContext::new())
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.expect("a task panicked") {
+            Ok(()) => accepted += 1,
+            Err(CommandError::Rejected(AccountError::InsufficientFunds { .. })) => {}
+            Err(other) => panic!("a transfer failed: {other}"),
+        }
+    }
+    assert_eq!(accepted, 3, "70 cents cover three transfers of 20");
+    let reader = Repository::<Account, _>::new(store);
+    let balances = (
+        reader.load(&from).await.expect("loading").state.balance,
+        reader.load(&to).await.expect("loading").state.balance,
+    );
+    assert_eq!(balances, (10, 90));
 }

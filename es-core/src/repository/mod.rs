@@ -8,8 +8,13 @@ use tracing::Instrument as _;
 
 use uuid::Uuid;
 
+mod joint;
+
+pub use joint::DecideWith;
+
 use crate::aggregate::SnapshotPolicy;
 use crate::observe;
+use crate::store::is_system_event_type;
 use crate::typed::{DecodeError, EncodeError};
 use crate::{
     Aggregate, AppendResult, CommandContext, Decide, Event, EventStore, ExpectedVersion, NewEvent,
@@ -400,6 +405,12 @@ where
         let tail = self.store.read_stream(stream, read).await?;
         let read = tail.len();
         for recorded in &tail {
+            // The store's own events (a restored stream's `$archived`) are
+            // not the aggregate's.
+            if is_system_event_type(&recorded.event_type) {
+                *version = recorded.version;
+                continue;
+            }
             match A::Event::decode(recorded) {
                 Ok(event) => state.apply(event),
                 Err(e) if self.options.skip_unknown_events && e.is_unknown_event_type() => {}
@@ -541,7 +552,7 @@ where
         context: &CommandContext,
         mut run: Run<A>,
         events: Vec<A::Event>,
-    ) -> Result<Appended<A>, CommandError<E>> {
+    ) -> Result<Appended<Run<A>>, CommandError<E>> {
         run.attempts += 1;
         let batch = Self::encode(stream, &events, context)?;
         let event_ids = batch.iter().map(|e| e.event_id).collect();
@@ -553,14 +564,7 @@ where
             // The command's events were stored before: it was sent again.
             Ok(result) if result.idempotent_replay => {
                 let recalled = self.recall(stream, context, &run).await?;
-                let outcome = recalled.unwrap_or(CommandOutcome {
-                    stream_version: result.stream_version,
-                    event_ids,
-                    positions: result.positions,
-                    attempts: run.attempts,
-                    events_read: run.events_read,
-                    already_applied: true,
-                });
+                let outcome = recalled.unwrap_or_else(|| replay_outcome(&run, result, event_ids));
                 self.replayed(stream, run, outcome)
             }
             Ok(result) => self.commit(stream, run, events, result, event_ids).await,
@@ -761,11 +765,11 @@ where
 }
 
 /// What an append of a decision came to.
-enum Appended<A> {
+enum Appended<R, O = CommandOutcome> {
     /// The command's outcome: written now, or recognized as written before.
-    Done(CommandOutcome),
+    Done(O),
     /// Another writer got there first; decide again on this run.
-    Retry(Run<A>),
+    Retry(R),
 }
 
 /// One command's run: the state it decides on and what it cost.
@@ -867,6 +871,22 @@ impl<A> StateCache<A> {
     fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
+    }
+}
+
+/// The outcome of an append that the store recognized as a replay.
+fn replay_outcome<T>(
+    run: &Run<T>,
+    result: AppendResult,
+    event_ids: Vec<uuid::Uuid>,
+) -> CommandOutcome {
+    CommandOutcome {
+        stream_version: result.stream_version,
+        event_ids,
+        positions: result.positions,
+        attempts: run.attempts,
+        events_read: run.events_read,
+        already_applied: true,
     }
 }
 
