@@ -65,6 +65,17 @@ pub struct OrderShipped {
     pub tracking_number: String,
 }
 
+/// A coupon was applied to the order: its discount comes off the amount
+/// due. The same event's transaction records the coupon's redemption
+/// ([`crate::coupons::CouponRedeemed`]), so a coupon is applied at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponApplied {
+    /// The coupon's code.
+    pub code: String,
+    /// What comes off the amount due, in cents.
+    pub discount_cents: u64,
+}
+
 /// The order was cancelled before it shipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
@@ -95,6 +106,9 @@ pub enum OrderEvent {
     /// [`OrderCancelled`].
     #[es(name = "OrderCancelled")]
     Cancelled(OrderCancelled),
+    /// [`CouponApplied`].
+    #[es(name = "CouponApplied")]
+    CouponApplied(CouponApplied),
 }
 
 /// A version 1 `ItemAdded` whose price cannot be read.
@@ -214,6 +228,9 @@ pub struct Order {
     customer_id: String,
     lines: BTreeMap<String, Line>,
     paid_cents: u64,
+    /// The coupon applied, if any (absent from older snapshots).
+    #[serde(default)]
+    coupon: Option<CouponApplied>,
 }
 
 impl Order {
@@ -241,6 +258,20 @@ impl Order {
         self.lines.values().map(Line::total_cents).sum()
     }
 
+    /// What the customer pays: the total less the coupon's discount, in
+    /// cents.
+    #[must_use]
+    pub fn amount_due_cents(&self) -> u64 {
+        let discount = self.coupon.as_ref().map_or(0, |c| c.discount_cents);
+        self.total_cents().saturating_sub(discount)
+    }
+
+    /// The coupon applied, if any.
+    #[must_use]
+    pub fn coupon(&self) -> Option<&CouponApplied> {
+        self.coupon.as_ref()
+    }
+
     /// What the customer paid, in cents.
     #[must_use]
     pub fn paid_cents(&self) -> u64 {
@@ -249,7 +280,7 @@ impl Order {
 
     /// Fails unless the order is placed and neither paid, shipped nor
     /// cancelled: the states in which items may change.
-    fn open_for_changes(&self) -> Result<(), OrderError> {
+    pub(crate) fn open_for_changes(&self) -> Result<(), OrderError> {
         match self.status {
             OrderStatus::New => Err(OrderError::NotPlaced),
             OrderStatus::Open => Ok(()),
@@ -293,6 +324,12 @@ impl On<OrderPaid> for Order {
 impl On<OrderShipped> for Order {
     fn on(&mut self, _: OrderShipped) {
         self.status = OrderStatus::Shipped;
+    }
+}
+
+impl On<CouponApplied> for Order {
+    fn on(&mut self, event: CouponApplied) {
+        self.coupon = Some(event);
     }
 }
 
@@ -415,6 +452,26 @@ pub enum OrderError {
     /// The order must be paid before it ships.
     #[error("the order must be paid before it ships")]
     NotPaid,
+    /// The coupon was never issued.
+    #[error("there is no coupon {code}")]
+    NoSuchCoupon {
+        /// The code.
+        code: String,
+    },
+    /// The coupon was redeemed already, by this order or another.
+    #[error("coupon {code} was already redeemed by order {order_id}")]
+    CouponRedeemed {
+        /// The code.
+        code: String,
+        /// The order that redeemed it.
+        order_id: String,
+    },
+    /// The order has a coupon already.
+    #[error("the order already has coupon {code}")]
+    CouponAlreadyApplied {
+        /// The code of the order's coupon.
+        code: String,
+    },
 }
 
 /// Checks a free-text field: not blank, at most `max` bytes.
@@ -508,7 +565,7 @@ impl Decide<Pay> for Order {
         if self.lines.is_empty() {
             return Err(OrderError::Empty);
         }
-        let total_cents = self.total_cents();
+        let total_cents = self.amount_due_cents();
         if command.amount_cents != total_cents {
             return Err(OrderError::WrongAmount {
                 total_cents,

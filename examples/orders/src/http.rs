@@ -8,6 +8,8 @@
 //! | `POST /orders/{id}/pay` | pay: `{"amount_cents": 900}` |
 //! | `POST /orders/{id}/ship` | ship: `{"tracking_number": "TRK-1"}` |
 //! | `POST /orders/{id}/cancel` | cancel: `{"reason": "..."}` |
+//! | `POST /orders/{id}/coupon` | apply a coupon: `{"code": "WELCOME10"}`; a code is redeemed by one order only |
+//! | `POST /coupons/{code}` | issue a coupon: `{"discount_cents": 300}` |
 //! | `GET /orders`, `GET /orders?customer_id=ada` | order summaries (read model) |
 //! | `GET /orders/{id}` | one order's summary (read model) |
 //! | `GET /orders/{id}/events` | the order's events, upcast to the current schema |
@@ -52,7 +54,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use es_core::{
-    CommandContext, CommandError, Decide, Event, EventStore, Metadata, StreamId, StreamRead,
+    CommandContext, CommandError, CommandOutcome, Decide, Event, EventStore, Metadata, StreamId,
+    StreamRead,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -60,6 +63,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+use crate::coupons::{CouponError, IssueCoupon, coupon_stream};
 use crate::domain::{
     AddItem, Cancel, Order, OrderError, OrderEvent, Pay, PlaceOrder, RemoveItem, Ship,
 };
@@ -95,6 +99,8 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .route("/orders/{id}/pay", post(order_command::<Pay>))
         .route("/orders/{id}/ship", post(order_command::<Ship>))
         .route("/orders/{id}/cancel", post(order_command::<Cancel>))
+        .route("/orders/{id}/coupon", post(apply_coupon))
+        .route("/coupons/{code}", post(issue_coupon))
         .route("/customers", get(list_customers))
         .route("/customers/{id}", get(get_customer))
         .route("/projections", get(projection_status))
@@ -171,27 +177,58 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<CommandError<OrderError>> for ApiError {
-    fn from(error: CommandError<OrderError>) -> Self {
+impl ApiError {
+    /// A command's failure: its refusal as `rejected` says, a conflict
+    /// that retries did not resolve as 409, anything else as 500.
+    fn from_command<E>(error: CommandError<E>, rejected: impl FnOnce(E) -> Self) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         match error {
-            CommandError::Rejected(rejection @ OrderError::Invalid { .. }) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_command",
-                rejection.to_string(),
-            ),
-            CommandError::Rejected(OrderError::NotPlaced) => Self::new(
-                StatusCode::NOT_FOUND,
-                "unknown_order",
-                OrderError::NotPlaced.to_string(),
-            ),
-            CommandError::Rejected(rejection) => {
-                Self::new(StatusCode::CONFLICT, "rejected", rejection.to_string())
-            }
+            CommandError::Rejected(rejection) => rejected(rejection),
             conflict @ CommandError::Conflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
             }
             other => Self::internal(&other),
         }
+    }
+
+    fn rejected(
+        status: StatusCode,
+        error: &'static str,
+        rejection: &dyn std::fmt::Display,
+    ) -> Self {
+        Self::new(status, error, rejection.to_string())
+    }
+}
+
+impl From<CommandError<OrderError>> for ApiError {
+    fn from(error: CommandError<OrderError>) -> Self {
+        Self::from_command(error, |rejection| match rejection {
+            OrderError::Invalid { .. } => {
+                Self::rejected(StatusCode::BAD_REQUEST, "invalid_command", &rejection)
+            }
+            OrderError::NotPlaced => {
+                Self::rejected(StatusCode::NOT_FOUND, "unknown_order", &rejection)
+            }
+            OrderError::NoSuchCoupon { .. } => {
+                Self::rejected(StatusCode::NOT_FOUND, "unknown_coupon", &rejection)
+            }
+            _ => Self::rejected(StatusCode::CONFLICT, "rejected", &rejection),
+        })
+    }
+}
+
+impl From<CommandError<CouponError>> for ApiError {
+    fn from(error: CommandError<CouponError>) -> Self {
+        Self::from_command(error, |rejection| match rejection {
+            CouponError::InvalidDiscount => {
+                Self::rejected(StatusCode::BAD_REQUEST, "invalid_command", &rejection)
+            }
+            CouponError::AlreadyIssued => {
+                Self::rejected(StatusCode::CONFLICT, "rejected", &rejection)
+            }
+        })
     }
 }
 
@@ -262,6 +299,18 @@ struct RequestContext {
     correlation_id: String,
     /// Whether the request carried an idempotency key.
     keyed: bool,
+}
+
+impl RequestContext {
+    /// The command's context; a keyed request's events also record the
+    /// fingerprint of its body.
+    fn command_context(&self, fingerprint: Uuid) -> CommandContext {
+        if self.keyed {
+            (self.context.clone()).with_custom(FINGERPRINT, fingerprint.to_string())
+        } else {
+            self.context.clone()
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
@@ -335,14 +384,22 @@ where
     C: Sync,
 {
     let stream = stream(&order_id)?;
-    let context = if request.keyed {
-        request
-            .context
-            .with_custom(FINGERPRINT, fingerprint.to_string())
-    } else {
-        request.context
-    };
+    let context = request.command_context(fingerprint);
     let outcome = shop.execute(&stream, &command, &context).await?;
+    reply(shop, order_id, request, &outcome, fingerprint, status).await
+}
+
+/// The reply to a command that wrote `outcome` on order `order_id`: its
+/// new version and events, or, for a keyed request sent again, the
+/// original reply once its body is known to be the same.
+async fn reply(
+    shop: &Shop,
+    order_id: String,
+    request: RequestContext,
+    outcome: &CommandOutcome,
+    fingerprint: Uuid,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
     let mut headers = HeaderMap::new();
     if outcome.already_applied && request.keyed {
         same_request(shop, &outcome.event_ids, fingerprint).await?;
@@ -359,7 +416,7 @@ where
     let reply = CommandReply {
         order_id,
         version: outcome.stream_version,
-        event_ids: outcome.event_ids,
+        event_ids: outcome.event_ids.clone(),
         correlation_id: request.correlation_id,
     };
     Ok((status, headers, Json(reply)).into_response())
@@ -432,6 +489,53 @@ where
 {
     let command = (value, fingerprint);
     run(&shop, order_id, request, command, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CouponBody {
+    code: String,
+}
+
+/// Applies a coupon to an order: both streams written at once, so a code
+/// is redeemed by one order only.
+async fn apply_coupon(
+    State(shop): State<Arc<Shop>>,
+    Path(order_id): Path<String>,
+    request: RequestContext,
+    Body { value, fingerprint }: Body<CouponBody>,
+) -> Result<Response, ApiError> {
+    let order = stream(&order_id)?;
+    let code = coupon_stream(&value.code).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let context = request.command_context(fingerprint);
+    let (outcome, _) = shop.apply_coupon(&order, &code, &context).await?;
+    reply(
+        &shop,
+        order_id,
+        request,
+        &outcome,
+        fingerprint,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Issues a coupon.
+async fn issue_coupon(
+    State(shop): State<Arc<Shop>>,
+    Path(code): Path<String>,
+    request: RequestContext,
+    Body { value, fingerprint }: Body<IssueCoupon>,
+) -> Result<Response, ApiError> {
+    let stream = coupon_stream(&code).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let context = request.command_context(fingerprint);
+    let outcome = shop.issue_coupon(&stream, &value, &context).await?;
+    let reply = json!({
+        "code": code,
+        "version": outcome.stream_version,
+        "correlation_id": request.correlation_id,
+    });
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
 }
 
 async fn remove_item(

@@ -55,6 +55,7 @@ use es_core::{CommandError, DecodeError, StoreError};
 use es_postgres::{MigrateError, ProjectionError};
 use es_postgres_local::LocalError;
 
+pub mod coupons;
 pub mod demo;
 pub mod domain;
 pub mod http;

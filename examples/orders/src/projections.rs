@@ -13,8 +13,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{
-    ItemAdded, ItemRemoved, Line, OrderCancelled, OrderEvent, OrderPaid, OrderPlaced, OrderShipped,
-    OrderStatus,
+    CouponApplied, ItemAdded, ItemRemoved, Line, OrderCancelled, OrderEvent, OrderPaid,
+    OrderPlaced, OrderShipped, OrderStatus,
 };
 
 /// The read models' tables. Idempotent, so every start runs it.
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS order_summaries (
     updated_at      timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS order_summaries_by_customer ON order_summaries (customer_id);
+-- Added with coupons: a read model built before them gains the column.
+ALTER TABLE order_summaries ADD COLUMN IF NOT EXISTS discount_cents bigint NOT NULL DEFAULT 0;
 
 CREATE TABLE IF NOT EXISTS customer_totals (
     customer_id      text   PRIMARY KEY,
@@ -72,6 +74,7 @@ fn cents(amount: u64) -> Result<i64, BoxError> {
         OrderEvent::Placed,
         OrderEvent::ItemAdded,
         OrderEvent::ItemRemoved,
+        OrderEvent::CouponApplied,
         OrderEvent::Paid,
         OrderEvent::Shipped,
         OrderEvent::Cancelled
@@ -124,6 +127,21 @@ impl Handle<ItemRemoved, PgConnection> for OrderSummaries {
         SummaryChange::line(removed.quantity, removed.unit_price_cents, -1)?
             .apply(envelope, tx)
             .await
+    }
+}
+
+impl Handle<CouponApplied, PgConnection> for OrderSummaries {
+    async fn handle(
+        &self,
+        applied: CouponApplied,
+        envelope: &RecordedEvent,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        let change = SummaryChange {
+            discount_cents: cents(applied.discount_cents)?,
+            ..SummaryChange::default()
+        };
+        change.apply(envelope, tx).await
     }
 }
 
@@ -188,6 +206,7 @@ impl Reset<PgConnection> for OrderSummaries {
 struct SummaryChange {
     units: i64,
     total_cents: i64,
+    discount_cents: i64,
     paid_cents: i64,
     status: Option<OrderStatus>,
     tracking_number: Option<String>,
@@ -215,7 +234,8 @@ impl SummaryChange {
         let updated = sqlx::query(
             "UPDATE order_summaries SET units = units + $2, total_cents = total_cents + $3, \
              paid_cents = paid_cents + $4, status = coalesce($5, status), \
-             tracking_number = coalesce($6, tracking_number), version = $7, updated_at = $8 \
+             tracking_number = coalesce($6, tracking_number), version = $7, updated_at = $8, \
+             discount_cents = discount_cents + $9 \
              WHERE order_id = $1",
         )
         .bind(order)
@@ -226,6 +246,7 @@ impl SummaryChange {
         .bind(self.tracking_number)
         .bind(i64::try_from(envelope.version)?)
         .bind(envelope.recorded_at)
+        .bind(self.discount_cents)
         .execute(tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -339,6 +360,8 @@ pub struct OrderSummary {
     pub units: i64,
     /// What the order costs, in cents.
     pub total_cents: i64,
+    /// What a coupon takes off the total, in cents.
+    pub discount_cents: i64,
     /// What is paid and not refunded, in cents.
     pub paid_cents: i64,
     /// The carrier's tracking number, once shipped.
@@ -366,8 +389,8 @@ pub struct CustomerTotal {
     pub spent_cents: i64,
 }
 
-const SUMMARY_COLUMNS: &str = "order_id, customer_id, status, units, total_cents, paid_cents, \
-                               tracking_number, version, placed_at, updated_at";
+const SUMMARY_COLUMNS: &str = "order_id, customer_id, status, units, total_cents, \
+                               discount_cents, paid_cents, tracking_number, version, placed_at, updated_at";
 
 /// Every order summary, oldest first.
 ///

@@ -15,6 +15,7 @@ use es_postgres::{
 use sqlx::{PgConnection, PgPool};
 
 use crate::Error;
+use crate::coupons::{ApplyCoupon, Coupon, CouponError, IssueCoupon};
 use crate::domain::{Order, OrderError};
 use crate::projections::{CustomerTotals, OrderSummaries, create_read_models};
 
@@ -46,6 +47,7 @@ pub fn order_stream(order_id: &str) -> Result<StreamId, InvalidOrderId> {
 pub struct Shop {
     store: PgEventStore,
     orders: Repository<Order, PgEventStore>,
+    coupons: Repository<Coupon, PgEventStore>,
 }
 
 impl Shop {
@@ -70,6 +72,7 @@ impl Shop {
         create_read_models(store.pool()).await?;
         Ok(Self {
             orders: Repository::with_options(store.clone(), options),
+            coupons: Repository::with_options(store.clone(), options),
             store,
         })
     }
@@ -110,6 +113,47 @@ impl Shop {
         C: Sync,
     {
         self.orders.execute(stream, command, context).await
+    }
+
+    /// Issues coupon `code` with a discount.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Rejected`] with [`CouponError`] when the coupon
+    /// exists or the discount is not acceptable; a store failure.
+    pub async fn issue_coupon(
+        &self,
+        code: &StreamId,
+        command: &IssueCoupon,
+        context: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError<CouponError>> {
+        self.coupons.execute(code, command, context).await
+    }
+
+    /// Applies coupon `code` to order `order`, which redeems it: the
+    /// order's `CouponApplied` and the coupon's `CouponRedeemed` are
+    /// written in one atomic append, so of several orders racing for one
+    /// coupon exactly one gets it. Returns the outcome on the order, then
+    /// on the coupon.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Rejected`] with [`OrderError::CouponRedeemed`] (or
+    /// another refusal of the order), [`CommandError::Conflict`] when other
+    /// writers kept changing either stream, or a store failure.
+    pub async fn apply_coupon(
+        &self,
+        order: &StreamId,
+        code: &StreamId,
+        context: &CommandContext,
+    ) -> Result<(CommandOutcome, CommandOutcome), CommandError<OrderError>> {
+        let command = ApplyCoupon {
+            order_id: order.id().to_owned(),
+            code: code.id().to_owned(),
+        };
+        (self.orders)
+            .execute_with(&self.coupons, order, code, &command, context)
+            .await
     }
 }
 

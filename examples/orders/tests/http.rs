@@ -438,3 +438,73 @@ async fn an_idempotency_key_makes_a_post_take_effect_once() {
     );
     projections.stop().await.expect("stopping the projections");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_through_the_api() {
+    let (shop, projections) = open_shop().await;
+    let app = orders::http::router(Arc::clone(&shop));
+    let discount = Some(r#"{"discount_cents": 300}"#);
+    let issued = call(&app, Method::POST, "/coupons/WELCOME10", discount).await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    let again = call(&app, Method::POST, "/coupons/WELCOME10", discount).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let zero = Some(r#"{"discount_cents": 0}"#);
+    let refused = call(&app, Method::POST, "/coupons/FREE", zero).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let bad = call(&app, Method::POST, "/coupons/no%20spaces", discount).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+
+    let tea = r#"{"sku": "TEA-01", "quantity": 2, "unit_price_cents": 450}"#;
+    for order in ["51", "52"] {
+        let body = format!(r#"{{"customer_id": "ada", "order_id": "{order}"}}"#);
+        let placed = call(&app, Method::POST, "/orders", Some(&body)).await;
+        assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+        let items = format!("/orders/{order}/items");
+        let added = call(&app, Method::POST, &items, Some(tea)).await;
+        assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    }
+    let code = Some(r#"{"code": "WELCOME10"}"#);
+    let key = [("idempotency-key", "coupon-51")];
+    let applied = send(&app, Method::POST, "/orders/51/coupon", code, &key).await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.body);
+    assert_eq!(applied.body["version"], 3);
+    let again = send(&app, Method::POST, "/orders/51/coupon", code, &key).await;
+    assert_eq!((again.status, again.replayed), (StatusCode::OK, true));
+    assert_eq!(again.body, applied.body);
+    let taken = call(&app, Method::POST, "/orders/52/coupon", code).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    assert!(
+        taken.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("51")),
+        "{}",
+        taken.body
+    );
+    let unknown = Some(r#"{"code": "NOPE"}"#);
+    let missing = call(&app, Method::POST, "/orders/52/coupon", unknown).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert_eq!(missing.body["error"], "unknown_coupon");
+
+    // Paying takes the discount into account.
+    let short = call(
+        &app,
+        Method::POST,
+        "/orders/51/pay",
+        Some(r#"{"amount_cents": 900}"#),
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::CONFLICT, "{}", short.body);
+    let paid = call(
+        &app,
+        Method::POST,
+        "/orders/51/pay",
+        Some(r#"{"amount_cents": 600}"#),
+    )
+    .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    eventually(&app, "/orders/51", |r| r.body["status"] == "paid").await;
+    let summary = call(&app, Method::GET, "/orders/51", None).await;
+    assert_eq!(summary.body["discount_cents"], 300, "{}", summary.body);
+    assert_eq!(summary.body["paid_cents"], 600);
+    projections.stop().await.expect("stopping");
+}
