@@ -50,10 +50,33 @@ pub(crate) async fn insert_batch(
     first_version: i64,
     data: &[Value],
 ) -> Result<(), sqlx::Error> {
+    let streams = vec![stream; data.len()];
+    let versions: Vec<i64> = (first_version..).take(data.len()).collect();
+    insert_rows(pool, &streams, &versions, data).await
+}
+
+/// One event into each of `streams` at `version`, in one transaction: the
+/// hand-written form of an atomic append across streams.
+pub(crate) async fn insert_across(
+    pool: &PgPool,
+    streams: &[&str],
+    version: i64,
+    data: &Value,
+) -> Result<(), sqlx::Error> {
+    let versions = vec![version; streams.len()];
+    let data = vec![data.clone(); streams.len()];
+    insert_rows(pool, streams, &versions, &data).await
+}
+
+/// BEGIN; INSERT the rows with one UNNEST statement; COMMIT.
+async fn insert_rows(
+    pool: &PgPool,
+    streams: &[&str],
+    versions: &[i64],
+    data: &[Value],
+) -> Result<(), sqlx::Error> {
     let n = data.len();
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let streams = vec![stream; n];
-    let versions: Vec<i64> = (first_version..).take(n).collect();
     let types = vec!["Happened"; n];
     let metadata = vec![serde_json::json!({}); n];
     let mut tx = pool.begin().await?;
@@ -62,8 +85,8 @@ pub(crate) async fn insert_batch(
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::jsonb[])",
     )
     .bind(&ids)
-    .bind(&streams)
-    .bind(&versions)
+    .bind(streams)
+    .bind(versions)
     .bind(&types)
     .bind(data)
     .bind(&metadata)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use es_core::{
     Aggregate, BoxError, CommandContext, Dispatch, Event, EventStore, ExpectedVersion, NewEvent,
     Projection, RecordedEvent, Repository, RepositoryOptions, Reset, Snapshot, SnapshotStore,
-    StreamId, StreamRead,
+    StreamAppend, StreamId, StreamRead,
 };
 use es_postgres::{PgEventStore, PgStoreOptions, ProjectionRunner, RunnerOptions};
 use es_postgres_local as local;
@@ -102,6 +102,9 @@ impl Bench {
         }
         if wanted("append_batch_100") {
             results.push(self.append_batch().await?);
+        }
+        if wanted("append_two_streams") {
+            results.push(self.append_two_streams().await?);
         }
         if wanted("load_10k") {
             let (load, snapshot_load) = self.load_10k().await?;
@@ -258,6 +261,74 @@ impl Bench {
             Some(0.9),
             true,
             "100 events per append into one stream; baseline one UNNEST INSERT per transaction",
+        ))
+    }
+
+    /// One event into each of two streams, written atomically with one
+    /// `append_many` (each stream checked at its exact version), against a
+    /// hand-written transaction inserting both rows.
+    async fn append_two_streams(&self) -> Res<Workload> {
+        let generation = AtomicU64::new(0);
+        let (fw, bl) = self
+            .alternate(
+                "append_two_streams",
+                |deadline| {
+                    let run = generation.fetch_add(1, Ordering::Relaxed);
+                    let store = self.store.clone();
+                    async move {
+                        let pair = [
+                            stream(&format!("Order-{run}"))?,
+                            stream(&format!("Coupon-{run}"))?,
+                        ];
+                        let mut version = 0;
+                        while Instant::now() < deadline {
+                            let request = pair
+                                .iter()
+                                .map(|s| {
+                                    StreamAppend::new(
+                                        s.clone(),
+                                        ExpectedVersion::Exact(version),
+                                        vec![NewEvent::new("Happened", payload(version))],
+                                    )
+                                })
+                                .collect();
+                            store.append_many(request).await?;
+                            version += 1;
+                        }
+                        Ok(version)
+                    }
+                },
+                |deadline| {
+                    let run = generation.fetch_add(1, Ordering::Relaxed);
+                    let raw = self.raw.clone();
+                    async move {
+                        let pair = [format!("Order-{run}"), format!("Coupon-{run}")];
+                        let pair = [pair[0].as_str(), pair[1].as_str()];
+                        let mut version = 0;
+                        while Instant::now() < deadline {
+                            baseline::insert_across(
+                                &raw,
+                                &pair,
+                                int(version + 1),
+                                &payload(version),
+                            )
+                            .await?;
+                            version += 1;
+                        }
+                        Ok(version)
+                    }
+                },
+            )
+            .await?;
+        Ok(Workload::compared(
+            "append_two_streams",
+            "requests/s",
+            fw,
+            bl,
+            Some(0.8),
+            true,
+            "1 writer, one event into each of two streams, all or nothing, each with an Exact check; \
+             baseline one transaction inserting both rows",
         ))
     }
 
