@@ -94,6 +94,13 @@ pub trait Projection: Send + Sync + 'static {
     /// projection reads only these rows. Empty: every event.
     const EVENT_TYPES: &'static [&'static str];
 
+    /// The version of the read model this code builds (from 1;
+    /// `#[es(version = N)]`). Raising it asks for a rebuild that keeps the
+    /// read model up: a runner of the new version builds it alongside the
+    /// version being served, which keeps following the feed, and takes
+    /// over once caught up (see [`Reset::switch`]).
+    const VERSION: u32 = 1;
+
     /// The feed filter for [`EVENT_TYPES`](Self::EVENT_TYPES).
     #[must_use]
     fn filter() -> FeedFilter {
@@ -161,4 +168,42 @@ pub trait Reset<Cx: Send + ?Sized>: Projection {
     ///
     /// Any error; the rebuild is then abandoned and nothing is changed.
     fn reset(&self, cx: &mut Cx) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Makes this version ([`Projection::VERSION`]) the one readers see,
+    /// after `previous` (none: the first version to serve). A runner calls
+    /// it once, in the transaction that records the switch: when a new
+    /// version has caught up with the feed, readers move from the old
+    /// version's data to the new one's at its commit, never seeing a
+    /// model that is partly built. A read model with a version per table
+    /// points a view (or a row that readers consult) at this version's
+    /// tables. Does nothing by default.
+    ///
+    /// # Errors
+    ///
+    /// Any error; the switch is then abandoned, the previous version keeps
+    /// serving, and the runner stops.
+    fn switch(
+        &self,
+        previous: Option<u32>,
+        cx: &mut Cx,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (previous, cx);
+        async { Ok(()) }
+    }
+
+    /// Drops what an older `version`, no longer served nor run, wrote (for
+    /// example, its tables). Called once after a switch, when no runner of
+    /// that version holds its lease. Does nothing by default.
+    ///
+    /// # Errors
+    ///
+    /// Any error; the runner tries again later.
+    fn retire(
+        &self,
+        version: u32,
+        cx: &mut Cx,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (version, cx);
+        async { Ok(()) }
+    }
 }

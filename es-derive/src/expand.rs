@@ -18,10 +18,15 @@ pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
         ident,
         krate,
         name,
+        version,
         handles,
         ..
     } = model;
     let private = quote!(#krate::__private);
+    let version = version.as_ref().map(|v| {
+        let value = v.value;
+        quote!(const VERSION: u32 = #value;)
+    });
     let (event_var, cx_var, ty_var, cx) = (
         local("event"),
         local("cx"),
@@ -62,6 +67,7 @@ pub(crate) fn projection(model: &ProjectionStruct) -> TokenStream {
                     const ALL: [&str; LEN] = #private::concat_names::<LEN>(PARTS);
                     &ALL
                 };
+                #version
             }
 
             #[automatically_derived]
@@ -448,6 +454,17 @@ pub(crate) mod tests {
             quote! {
                 #[es(name = "order_summaries")]
                 #[es(handles(OrderEvent::Placed, OrderEvent::Shipped, customers::CustomerEvent::Registered))]
+                struct OrderSummaries;
+            }
+        ));
+    }
+
+    #[test]
+    fn projection_with_a_version() {
+        insta::assert_snapshot!(pretty(
+            derive::<Projection>,
+            quote! {
+                #[es(name = "order_summaries", version = 2, handles(OrderEvent::Placed))]
                 struct OrderSummaries;
             }
         ));

@@ -70,6 +70,8 @@ pub(crate) struct ProjectionStruct {
     pub(crate) krate: Path,
     /// `name = "..."`, or the struct's name in snake case.
     pub(crate) name: Spanned<String>,
+    /// `version = N`, the read model's version; `None`: the default, 1.
+    pub(crate) version: Option<Spanned<u32>>,
     /// `handles(Enum::Variant, ...)`, in order.
     pub(crate) handles: Vec<Handled>,
     /// Where the first `handles` list was written; `None` without one.
@@ -484,6 +486,7 @@ pub(crate) fn projection_struct(
 ) -> Option<ProjectionStruct> {
     let mut krate = None;
     let mut name = None;
+    let mut version = None;
     let mut handles = Vec::new();
     let mut handles_span = None;
     let complete = for_each_setting(&input.attrs, errors, |meta, errors| {
@@ -493,6 +496,10 @@ pub(crate) fn projection_struct(
         } else if meta.path.is_ident("name") {
             let lit: LitStr = meta.value()?.parse()?;
             set_once(&mut name, spanned_str(&lit), &meta, errors);
+        } else if meta.path.is_ident("version") {
+            let lit: LitInt = meta.value()?.parse()?;
+            let value = spanned_int(&lit)?;
+            set_once(&mut version, value, &meta, errors);
         } else if meta.path.is_ident("handles") {
             // Repeatable: a long list may be split over several attributes.
             handles_span.get_or_insert_with(|| path_span(&meta.path));
@@ -538,6 +545,7 @@ pub(crate) fn projection_struct(
             value: snake_case(&input.ident.to_string()),
             span: input.ident.span(),
         }),
+        version,
         handles,
         handles_span,
     })

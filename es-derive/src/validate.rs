@@ -196,8 +196,16 @@ pub(crate) fn aggregate_struct(model: &AggregateStruct, errors: &mut Errors) {
     }
 }
 
-/// Checks the projection's name and its list of handled events.
+/// Checks the projection's name, version and list of handled events.
 pub(crate) fn projection_struct(model: &ProjectionStruct, errors: &mut Errors) {
+    if let Some(version) = &model.version
+        && version.value == 0
+    {
+        errors.push(syn::Error::new(
+            version.span,
+            "projection versions start at 1",
+        ));
+    }
     let name = &model.name;
     if name.value.is_empty() {
         errors.push(syn::Error::new(name.span, "projection name is empty"));
@@ -210,6 +218,11 @@ pub(crate) fn projection_struct(model: &ProjectionStruct, errors: &mut Errors) {
         errors.push(syn::Error::new(
             name.span,
             "projection name contains a control character",
+        ));
+    } else if name.value.contains('@') {
+        errors.push(syn::Error::new(
+            name.span,
+            "projection name contains `@`, which keys the runs of its later versions (`name@v2`)",
         ));
     }
     if model.handles_span.is_none() {

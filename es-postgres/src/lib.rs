@@ -101,6 +101,7 @@ pub use options::{InvalidSchemaName, PgStoreOptions};
 pub use projection::{
     AtLeastOnce, ErrorPolicy, ExactlyOnce, LeaseHolder, OnFailure, ParkedEvent, ProjectionError,
     ProjectionHandle, ProjectionRunner, ProjectionState, ProjectionStatus, RunnerOptions,
+    projection_key,
 };
 pub use servers::{PgPools, PgServers, ready_pooled_connection};
 pub use store::PgEventStore;

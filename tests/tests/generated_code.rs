@@ -206,13 +206,15 @@ impl es_core::Handle<Placed, ()> for Sales {
 }
 
 #[derive(Default, framework::es::Projection)]
-#[es(crate = "crate::framework::es", handles(TicketEvent::Sold))]
+#[es(crate = "crate::framework::es", version = 3, handles(TicketEvent::Sold))]
 struct TicketCount;
 
 #[test]
 fn projections_dispatch_through_both_paths() {
     use es_core::{Dispatch, Projection};
     assert_eq!(<TicketCount as Projection>::NAME, "ticket_count");
+    assert_eq!(<TicketCount as Projection>::VERSION, 3);
+    assert_eq!(<Sales as Projection>::VERSION, 1);
     let sales = Sales::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

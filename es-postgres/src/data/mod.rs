@@ -10,6 +10,7 @@ pub(crate) mod listeners;
 pub(crate) mod projections;
 mod rows;
 pub(crate) mod snapshots;
+pub(crate) mod versions;
 
 /// Every statement of one schema, built once per store.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ pub(crate) struct Statements {
     pub(crate) snapshots: snapshots::Statements,
     pub(crate) projections: projections::Statements,
     pub(crate) listeners: listeners::Statements,
+    pub(crate) versions: versions::Statements,
 }
 
 impl Statements {
@@ -31,6 +33,7 @@ impl Statements {
             snapshots: snapshots::Statements::new(schema),
             projections: projections::Statements::new(schema),
             listeners: listeners::Statements::new(schema),
+            versions: versions::Statements::new(schema),
         }
     }
 }

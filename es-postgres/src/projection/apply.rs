@@ -185,7 +185,7 @@ where
     ) -> Result<bool, Stop> {
         let statements = &self.store.statements().projections;
         let mut tx = conn.begin().await?;
-        projections::park(&mut tx, statements, P::NAME, letter, failure).await?;
+        projections::park(&mut tx, statements, &self.key, letter, failure).await?;
         let rebuild = self.checkpoint(&mut tx, letter.position, 0).await?;
         tx.commit().await?;
         Ok(rebuild)
@@ -245,7 +245,7 @@ where
         signal: &mut Signal<'_>,
     ) -> Result<(), Stop> {
         let statements = &self.store.statements().projections;
-        let requested = projections::retries_requested(conn, statements, P::NAME).await?;
+        let requested = projections::retries_requested(conn, statements, &self.key).await?;
         for letter in requested {
             let outcome = match self.parked_event(&letter).await? {
                 Some(event) => self.try_apply(conn, &event, false, signal).await?,

@@ -29,6 +29,20 @@ pub trait Delivery<P>: Send + Sync + 'static {
         projection: &P,
         tx: &mut PgConnection,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Makes this version the one served, in `tx` ([`Reset::switch`]).
+    fn switch(
+        projection: &P,
+        previous: Option<u32>,
+        tx: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Drops the data of an older version, in `tx` ([`Reset::retire`]).
+    fn retire(
+        projection: &P,
+        version: u32,
+        tx: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 impl<P> Delivery<P> for ExactlyOnce
@@ -46,6 +60,18 @@ where
     async fn reset(projection: &P, tx: &mut PgConnection) -> Result<(), BoxError> {
         projection.reset(tx).await
     }
+
+    async fn switch(
+        projection: &P,
+        previous: Option<u32>,
+        tx: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        projection.switch(previous, tx).await
+    }
+
+    async fn retire(projection: &P, version: u32, tx: &mut PgConnection) -> Result<(), BoxError> {
+        projection.retire(version, tx).await
+    }
 }
 
 impl<P> Delivery<P> for AtLeastOnce
@@ -62,5 +88,17 @@ where
 
     async fn reset(projection: &P, _: &mut PgConnection) -> Result<(), BoxError> {
         projection.reset(&mut ()).await
+    }
+
+    async fn switch(
+        projection: &P,
+        previous: Option<u32>,
+        _: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        projection.switch(previous, &mut ()).await
+    }
+
+    async fn retire(projection: &P, version: u32, _: &mut PgConnection) -> Result<(), BoxError> {
+        projection.retire(version, &mut ()).await
     }
 }

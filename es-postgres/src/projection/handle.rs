@@ -5,6 +5,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::delivery::Delivery;
+use super::versions::address;
 use super::{ProjectionError, ProjectionRunner, ProjectionStatus};
 use crate::PgEventStore;
 use crate::data::projections::ParkedEvent;
@@ -101,7 +102,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// [`StoreError::Backend`] when it cannot be read.
     pub async fn status(&self) -> Result<ProjectionStatus, StoreError> {
         self.store
-            .projection_status(P::NAME)
+            .projection_status(&address::<P>())
             .await?
             .ok_or_else(|| StoreError::CorruptRecord {
                 location: format!("status of projection {}", P::NAME),
@@ -116,7 +117,7 @@ impl<P: Projection> ProjectionHandle<P> {
     ///
     /// [`StoreError::Backend`] when the request cannot be recorded.
     pub async fn rebuild(&self) -> Result<(), StoreError> {
-        self.store.request_rebuild(P::NAME).await
+        self.store.request_rebuild(&address::<P>()).await
     }
 
     /// The events the projection set aside (see
@@ -126,7 +127,7 @@ impl<P: Projection> ProjectionHandle<P> {
     ///
     /// [`StoreError::Backend`] when they cannot be read.
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
-        self.store.parked_events(P::NAME).await
+        self.store.parked_events(&address::<P>()).await
     }
 
     /// Asks the runner to apply parked event `id` again (see
@@ -136,7 +137,7 @@ impl<P: Projection> ProjectionHandle<P> {
     ///
     /// [`StoreError::Backend`] when the request cannot be recorded.
     pub async fn retry_parked(&self, id: i64) -> Result<bool, StoreError> {
-        self.store.retry_parked(P::NAME, id).await
+        self.store.retry_parked(&address::<P>(), id).await
     }
 
     /// Deletes parked event `id` for good (see
@@ -146,7 +147,7 @@ impl<P: Projection> ProjectionHandle<P> {
     ///
     /// [`StoreError::Backend`] when it cannot be deleted.
     pub async fn discard_parked(&self, id: i64) -> Result<bool, StoreError> {
-        self.store.discard_parked(P::NAME, id).await
+        self.store.discard_parked(&address::<P>(), id).await
     }
 
     async fn join(task: JoinHandle<Result<(), ProjectionError>>) -> Result<(), ProjectionError> {

@@ -100,6 +100,7 @@ mod read_ahead;
 mod runner;
 mod signal;
 mod status;
+mod versions;
 
 use es_core::{Position, StoreError};
 
@@ -109,6 +110,7 @@ pub use handle::ProjectionHandle;
 pub use options::{ErrorPolicy, OnFailure, RunnerOptions};
 pub use runner::ProjectionRunner;
 pub use status::ProjectionStatus;
+pub use versions::projection_key;
 
 #[cfg(doc)]
 use crate::PgEventStore;
@@ -149,6 +151,17 @@ pub enum ProjectionError {
         /// The hook's error.
         error: String,
     },
+    /// The switch hook of a new version failed; the previous version
+    /// keeps serving.
+    #[error("switching projection {projection} to version {version} failed: {error}")]
+    Switch {
+        /// The projection.
+        projection: String,
+        /// The version that was to take over.
+        version: u32,
+        /// The hook's error.
+        error: String,
+    },
     /// Reading the feed or the projection's own records failed with an
     /// error that retrying cannot fix.
     #[error("projection {projection} could not read the feed or its records")]
@@ -180,6 +193,11 @@ enum Stop {
     Fatal(ProjectionError),
     /// The shutdown future completed.
     ShutDown,
+    /// A newer version serves: this one ends.
+    Retired {
+        /// The version served.
+        serving: u32,
+    },
 }
 
 impl Stop {

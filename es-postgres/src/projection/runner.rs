@@ -13,7 +13,8 @@ use sqlx::{Connection as _, PgConnection};
 use super::delivery::{AtLeastOnce, Delivery, ExactlyOnce};
 use super::read_ahead::ReadAhead;
 use super::signal::Signal;
-use super::{ProjectionError, RunnerOptions, Stop, lease};
+use super::versions::{RETIRE_INTERVAL, Role};
+use super::{ProjectionError, RunnerOptions, Stop, lease, projection_key};
 use crate::PgEventStore;
 use crate::data::projections::{self, ProjectionState};
 
@@ -30,6 +31,9 @@ pub struct ProjectionRunner<P, D = ExactlyOnce> {
     pub(super) store: PgEventStore,
     pub(super) projection: Arc<P>,
     pub(super) options: RunnerOptions,
+    /// The key of this version's checkpoint, lease and dead letters
+    /// ([`projection_key`]).
+    pub(super) key: String,
     delivery: PhantomData<fn() -> D>,
 }
 
@@ -86,6 +90,10 @@ struct Cursor {
     lag_measured: Option<Instant>,
     /// When the held-back gauge was last measured.
     held_back_measured: Option<Instant>,
+    /// This version's role.
+    role: Role,
+    /// Whether the versions need another turn that no wake-up announces.
+    versions_pending: bool,
 }
 
 /// Whether a gauge last measured at `measured` is due, and if so, marks it
@@ -99,13 +107,15 @@ fn gauge_due(measured: &mut Option<Instant>) -> bool {
 }
 
 impl Cursor {
-    fn at(position: Position) -> Self {
+    fn at(position: Position, role: Role) -> Self {
         Self {
             position,
             saved: (position, Instant::now()),
             ahead: None,
             lag_measured: None,
             held_back_measured: None,
+            role,
+            versions_pending: false,
         }
     }
 }
@@ -124,6 +134,7 @@ where
             store,
             projection: Arc::new(projection),
             options,
+            key: projection_key::<P>(),
             delivery: PhantomData,
         }
     }
@@ -158,7 +169,8 @@ where
         let mut backoff = Duration::from_millis(50);
         loop {
             let interval = self.options.standby_interval;
-            let Some(mut conn) = lease::acquire(&self.store, P::NAME, interval, &mut signal).await
+            let Some(mut conn) =
+                lease::acquire(&self.store, &self.key, interval, &mut signal).await
             else {
                 return Ok(());
             };
@@ -171,15 +183,25 @@ where
                     let _ = self
                         .set_state(&mut conn, ProjectionState::Stopped, None)
                         .await;
-                    lease::release(&self.store, P::NAME, conn).await;
+                    lease::release(&self.store, &self.key, conn).await;
                     return Ok(());
                 }
                 Stop::Fatal(error) => {
-                    lease::release(&self.store, P::NAME, conn).await;
+                    lease::release(&self.store, &self.key, conn).await;
                     return Err(error);
                 }
+                Stop::Retired { serving } => {
+                    tracing::info!(
+                        projection = P::NAME,
+                        version = P::VERSION,
+                        serving,
+                        "a newer version serves; this one ends"
+                    );
+                    lease::release(&self.store, &self.key, conn).await;
+                    return Ok(());
+                }
                 Stop::Store(source) => {
-                    lease::release(&self.store, P::NAME, conn).await;
+                    lease::release(&self.store, &self.key, conn).await;
                     return Err(ProjectionError::Store {
                         projection: P::NAME.to_owned(),
                         source,
@@ -205,11 +227,15 @@ where
         conn: &mut PgConnection,
         signal: &mut Signal<'_>,
     ) -> Result<std::convert::Infallible, Stop> {
+        let role = self.role(conn).await?;
+        if let Role::Retired { serving } = role {
+            return Err(Stop::Retired { serving });
+        }
         let statements = &self.store.statements().projections;
-        let start = projections::start(conn, statements, P::NAME, P::EVENT_TYPES).await?;
-        let mut cursor = Cursor::at(start.position);
+        let start = projections::start(conn, statements, &self.key, P::EVENT_TYPES).await?;
+        let mut cursor = Cursor::at(start.position, role);
         if start.rebuild_requested {
-            cursor = Cursor::at(self.rebuild(conn).await?);
+            cursor = Cursor::at(self.rebuild(conn).await?, role);
         }
         let filter = P::filter();
         let mut waker = self.store.waker();
@@ -241,7 +267,7 @@ where
                 rebuild
             };
             if rebuild {
-                cursor = Cursor::at(self.rebuild(conn).await?);
+                cursor = Cursor::at(self.rebuild(conn).await?, cursor.role);
             }
         }
     }
@@ -324,17 +350,21 @@ where
             return Ok(false);
         }
         metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
+        // Caught up: a new version takes over here, a replaced one ends.
+        (cursor.role, cursor.versions_pending) = self.versions_turn(conn).await?;
         // A page read ahead was read before the waker was armed: read
         // again rather than wait for a wake-up it may have missed.
         if !from_ahead {
+            let pending = cursor.versions_pending;
             tokio::select! {
                 () = signal.wait() => return Err(Stop::ShutDown),
                 () = waker.wait() => {}
+                () = tokio::time::sleep(RETIRE_INTERVAL), if pending => {}
             }
         }
         self.retry_parked(conn, signal).await?;
         let statements = &self.store.statements().projections;
-        Ok(projections::rebuild_requested(conn, statements, P::NAME).await?)
+        Ok(projections::rebuild_requested(conn, statements, &self.key).await?)
     }
 
     /// Sets the lag gauge: the events of the projection's types after
@@ -343,7 +373,7 @@ where
         let statements = &self.store.statements().projections;
         let types: Vec<String> = P::EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect();
         if let Ok(lag) =
-            projections::lag(self.store.pool(), statements, P::NAME, position, &types).await
+            projections::lag(self.store.pool(), statements, &self.key, position, &types).await
         {
             #[allow(clippy::cast_precision_loss)] // a gauge
             metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(lag as f64);
@@ -380,7 +410,7 @@ where
         applied: usize,
     ) -> Result<bool, Stop> {
         let statements = &self.store.statements().projections;
-        Ok(projections::checkpoint(tx, statements, P::NAME, position, applied).await?)
+        Ok(projections::checkpoint(tx, statements, &self.key, position, applied).await?)
     }
 
     /// Resets the read model and the checkpoint in one transaction.
@@ -394,7 +424,7 @@ where
                 error: error.to_string(),
             }));
         }
-        projections::reset(&mut tx, &self.store.statements().projections, P::NAME).await?;
+        projections::reset(&mut tx, &self.store.statements().projections, &self.key).await?;
         tx.commit().await?;
         Ok(Position::START)
     }
@@ -407,6 +437,6 @@ where
         error: Option<&str>,
     ) -> Result<(), Stop> {
         let statements = &self.store.statements().projections;
-        Ok(projections::set_state(conn, statements, P::NAME, state, error).await?)
+        Ok(projections::set_state(conn, statements, &self.key, state, error).await?)
     }
 }

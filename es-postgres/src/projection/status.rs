@@ -40,6 +40,9 @@ pub struct ProjectionStatus {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The functions below name a projection by its name, which addresses the
+/// version served, or by `name@vN`, which addresses version `N` (see
+/// [`projection_key`](super::projection_key)).
 impl PgEventStore {
     /// The status of every projection the store knows (each runner records
     /// its projection when it starts), by name.
@@ -69,8 +72,9 @@ impl PgEventStore {
         &self,
         name: &str,
     ) -> Result<Option<ProjectionStatus>, StoreError> {
+        let key = self.resolve_projection(name, "projection status").await?;
         let rows =
-            projections::status_rows(self.pool(), self.projection_statements(), Some(&[name]))
+            projections::status_rows(self.pool(), self.projection_statements(), Some(&[&key]))
                 .await
                 .map_err(|e| e.into_store_error("projection status"))?;
         match rows.into_iter().next() {
@@ -88,7 +92,8 @@ impl PgEventStore {
     ///
     /// [`StoreError::Backend`] when the request cannot be recorded.
     pub async fn request_rebuild(&self, name: &str) -> Result<(), StoreError> {
-        projections::request_rebuild(self.pool(), self.projection_statements(), name)
+        let key = self.resolve_projection(name, "request rebuild").await?;
+        projections::request_rebuild(self.pool(), self.projection_statements(), &key)
             .await
             .map_err(|e| e.into_store_error("request rebuild"))?;
         self.wake();
@@ -101,7 +106,8 @@ impl PgEventStore {
     ///
     /// As [`projection_statuses`](Self::projection_statuses).
     pub async fn parked_events(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        projections::parked(self.pool(), self.projection_statements(), name)
+        let key = self.resolve_projection(name, "list parked events").await?;
+        projections::parked(self.pool(), self.projection_statements(), &key)
             .await
             .map_err(|e| e.into_store_error("list parked events"))
     }
@@ -115,7 +121,10 @@ impl PgEventStore {
     ///
     /// [`StoreError::Backend`] when the request cannot be recorded.
     pub async fn retry_parked(&self, name: &str, id: i64) -> Result<bool, StoreError> {
-        let found = projections::request_retry(self.pool(), self.projection_statements(), name, id)
+        let key = self
+            .resolve_projection(name, "retry a parked event")
+            .await?;
+        let found = projections::request_retry(self.pool(), self.projection_statements(), &key, id)
             .await
             .map_err(|e| e.into_store_error("retry a parked event"))?;
         self.wake();
@@ -130,7 +139,10 @@ impl PgEventStore {
     ///
     /// [`StoreError::Backend`] when it cannot be deleted.
     pub async fn discard_parked(&self, name: &str, id: i64) -> Result<bool, StoreError> {
-        projections::discard(self.pool(), self.projection_statements(), name, id)
+        let key = self
+            .resolve_projection(name, "discard a parked event")
+            .await?;
+        projections::discard(self.pool(), self.projection_statements(), &key, id)
             .await
             .map_err(|e| e.into_store_error("discard a parked event"))
     }

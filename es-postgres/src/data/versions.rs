@@ -1,0 +1,171 @@
+//! `projection_versions`: which version of each projection readers are
+//! served, and which older one waits to be retired
+//! (`migrations/0009_projection_versions.sql`).
+
+use sqlx::{PgConnection, Row as _};
+
+use super::projections::Failed;
+use es_core::StoreError;
+
+/// The statements of the versions table, with the schema filled in.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    read: String,
+    lock: String,
+    claim: String,
+    switch: String,
+    retired: String,
+    has_checkpoint: String,
+    forget: String,
+    forget_dead_letters: String,
+}
+
+impl Statements {
+    pub(crate) fn new(schema: &str) -> Self {
+        let table = format!("\"{schema}\".projection_versions");
+        Self {
+            read: format!("SELECT serving, retiring FROM {table} WHERE name = $1"),
+            lock: format!("SELECT serving, retiring FROM {table} WHERE name = $1 FOR UPDATE"),
+            claim: format!(
+                "INSERT INTO {table} (name, serving) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            ),
+            switch: format!(
+                "UPDATE {table} SET serving = $2, retiring = $3, switched_at = now() \
+                 WHERE name = $1"
+            ),
+            retired: format!(
+                "UPDATE {table} SET retiring = NULL WHERE name = $1 AND retiring = $2"
+            ),
+            has_checkpoint: format!(
+                "SELECT EXISTS (SELECT FROM \"{schema}\".projections WHERE name = $1)"
+            ),
+            forget: format!("DELETE FROM \"{schema}\".projections WHERE name = $1"),
+            forget_dead_letters: format!(
+                "DELETE FROM \"{schema}\".projection_dead_letters WHERE projection = $1"
+            ),
+        }
+    }
+}
+
+/// A projection's row: the version served, and the one to retire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Versions {
+    pub(crate) serving: u32,
+    pub(crate) retiring: Option<u32>,
+}
+
+/// A stored version that cannot be read back.
+fn corrupt(name: &str, reason: impl std::fmt::Display) -> Failed {
+    Failed::Corrupt(StoreError::CorruptRecord {
+        location: format!("the versions of projection {name}"),
+        reason: reason.to_string(),
+    })
+}
+
+/// The projection's row; `None` when no version has served yet.
+pub(crate) async fn read(
+    conn: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+) -> Result<Option<Versions>, Failed> {
+    fetch(conn, &statements.read, name).await
+}
+
+/// The projection's row, locked until the caller's transaction ends; `None`
+/// when no version has served yet.
+pub(crate) async fn lock(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+) -> Result<Option<Versions>, Failed> {
+    fetch(tx, &statements.lock, name).await
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    statement: &str,
+    name: &str,
+) -> Result<Option<Versions>, Failed> {
+    let Some(row) = sqlx::query(statement)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let version = |value: Option<i64>| {
+        value
+            .map(|v| u32::try_from(v).map_err(|_| corrupt(name, format!("version {v}"))))
+            .transpose()
+    };
+    let serving = version(row.try_get("serving")?)?.ok_or_else(|| corrupt(name, "no version"))?;
+    Ok(Some(Versions {
+        serving,
+        retiring: version(row.try_get("retiring")?)?,
+    }))
+}
+
+/// Records `version` as served, unless a row exists; returns whether it
+/// did.
+pub(crate) async fn claim(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+    version: u32,
+) -> Result<bool, Failed> {
+    let done = sqlx::query(&statements.claim)
+        .bind(name)
+        .bind(i64::from(version))
+        .execute(tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Serves `version` from now on, and marks `previous` to retire.
+pub(crate) async fn switch(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+    version: u32,
+    previous: u32,
+) -> Result<(), Failed> {
+    sqlx::query(&statements.switch)
+        .bind(name)
+        .bind(i64::from(version))
+        .bind(i64::from(previous))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether a checkpoint row with `key` exists.
+pub(crate) async fn has_checkpoint(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    key: &str,
+) -> Result<bool, Failed> {
+    Ok(sqlx::query_scalar(&statements.has_checkpoint)
+        .bind(key)
+        .fetch_one(tx)
+        .await?)
+}
+
+/// Forgets the run of retired `version` (its checkpoint row `key` and its
+/// dead letters) and clears the mark, in the caller's transaction.
+pub(crate) async fn retired(
+    tx: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+    version: u32,
+    key: &str,
+) -> Result<(), Failed> {
+    for statement in [&statements.forget, &statements.forget_dead_letters] {
+        sqlx::query(statement).bind(key).execute(&mut *tx).await?;
+    }
+    sqlx::query(&statements.retired)
+        .bind(name)
+        .bind(i64::from(version))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
