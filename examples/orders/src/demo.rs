@@ -233,6 +233,10 @@ pub async fn run<W: Write + Send>(store: PgEventStore, out: &mut W) -> Result<De
     n.say("event store migrated (schema `es`); read-model tables created")?;
     let projections = Projections::start(&store);
     n.say("projection runners started: order_summaries, customer_totals")?;
+    n.say(
+        "order_summaries is at version 2 (with discounts): on a database that served \
+         version 1, version 2 builds alongside and takes over once caught up",
+    )?;
 
     n.section("2. An order's life: place, add and remove items, pay, ship")?;
     let ctx = checkout("1001");

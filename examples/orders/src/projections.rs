@@ -6,6 +6,13 @@
 //! The tables live in the database's default schema, apart from the event
 //! store's own schema (`es`): they can be dropped and rebuilt from the events
 //! at any time.
+//!
+//! `order_summaries` is at version 2 (version 1 had no discounts): each
+//! version writes a table of its own, `order_summaries_v{N}`, and readers
+//! query the view `order_summaries`, which the version served points at its
+//! table. A deployment that served version 1 keeps serving it while version
+//! 2 builds from the events alongside; once caught up, version 2 takes over
+//! in one transaction and version 1's table is dropped.
 
 use chrono::{DateTime, Utc};
 use es_core::{BoxError, Handle, Projection, RecordedEvent, Reset};
@@ -19,21 +26,20 @@ use crate::domain::{
 
 /// The read models' tables. Idempotent, so every start runs it.
 pub const READ_MODEL_DDL: &str = "
-CREATE TABLE IF NOT EXISTS order_summaries (
+CREATE TABLE IF NOT EXISTS order_summaries_v2 (
     order_id        text        PRIMARY KEY,
     customer_id     text        NOT NULL,
     status          text        NOT NULL,
     units           bigint      NOT NULL DEFAULT 0,
     total_cents     bigint      NOT NULL DEFAULT 0,
+    discount_cents  bigint      NOT NULL DEFAULT 0,
     paid_cents      bigint      NOT NULL DEFAULT 0,
     tracking_number text,
     version         bigint      NOT NULL,
     placed_at       timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS order_summaries_by_customer ON order_summaries (customer_id);
--- Added with coupons: a read model built before them gains the column.
-ALTER TABLE order_summaries ADD COLUMN IF NOT EXISTS discount_cents bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS order_summaries_v2_by_customer ON order_summaries_v2 (customer_id);
 
 CREATE TABLE IF NOT EXISTS customer_totals (
     customer_id      text   PRIMARY KEY,
@@ -58,7 +64,27 @@ CREATE TABLE IF NOT EXISTS customer_totals_orders (
 /// When the server refuses the statements.
 pub async fn create_read_models(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(READ_MODEL_DDL).execute(pool).await?;
+    // A new database serves the current version at once; one that serves
+    // another keeps its view until this version takes over.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('order_summaries') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        sqlx::raw_sql(&summaries_view()).execute(pool).await?;
+    }
     Ok(())
+}
+
+/// The table of the version of `order_summaries` this code writes.
+const SUMMARIES: &str = "order_summaries_v2";
+const _: () = assert!(
+    <OrderSummaries as Projection>::VERSION == 2,
+    "SUMMARIES names the table of version 2"
+);
+
+/// Points the view `order_summaries` at [`SUMMARIES`].
+fn summaries_view() -> String {
+    format!("CREATE OR REPLACE VIEW order_summaries AS SELECT {SUMMARY_COLUMNS} FROM {SUMMARIES}")
 }
 
 /// An amount for a `bigint` column.
@@ -70,6 +96,7 @@ fn cents(amount: u64) -> Result<i64, BoxError> {
 #[derive(Debug, Clone, Copy, Default, Projection)]
 #[es(
     name = "order_summaries",
+    version = 2,
     handles(
         OrderEvent::Placed,
         OrderEvent::ItemAdded,
@@ -90,7 +117,7 @@ impl Handle<OrderPlaced, PgConnection> for OrderSummaries {
         tx: &mut PgConnection,
     ) -> Result<(), BoxError> {
         sqlx::query(
-            "INSERT INTO order_summaries \
+            "INSERT INTO order_summaries_v2 \
              (order_id, customer_id, status, version, placed_at, updated_at) \
              VALUES ($1, $2, 'open', $3, $4, $4)",
         )
@@ -195,7 +222,31 @@ impl Handle<OrderCancelled, PgConnection> for OrderSummaries {
 
 impl Reset<PgConnection> for OrderSummaries {
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
-        sqlx::query("TRUNCATE order_summaries").execute(tx).await?;
+        sqlx::query(&format!("TRUNCATE {SUMMARIES}"))
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Readers move to this version's table. A database from before
+    /// versions kept version 1 in the table `order_summaries` itself: it
+    /// becomes `order_summaries_v1`, retired next.
+    async fn switch(&self, _previous: Option<u32>, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(
+            "DO $$ BEGIN \
+             IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('order_summaries')) = 'r' \
+             THEN ALTER TABLE order_summaries RENAME TO order_summaries_v1; END IF; END $$",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&summaries_view()).execute(tx).await?;
+        Ok(())
+    }
+
+    async fn retire(&self, version: u32, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(&format!("DROP TABLE IF EXISTS order_summaries_v{version}"))
+            .execute(tx)
+            .await?;
         Ok(())
     }
 }
@@ -232,7 +283,7 @@ impl SummaryChange {
     async fn apply(self, envelope: &RecordedEvent, tx: &mut PgConnection) -> Result<(), BoxError> {
         let order = envelope.stream_id.id();
         let updated = sqlx::query(
-            "UPDATE order_summaries SET units = units + $2, total_cents = total_cents + $3, \
+            "UPDATE order_summaries_v2 SET units = units + $2, total_cents = total_cents + $3, \
              paid_cents = paid_cents + $4, status = coalesce($5, status), \
              tracking_number = coalesce($6, tracking_number), version = $7, updated_at = $8, \
              discount_cents = discount_cents + $9 \

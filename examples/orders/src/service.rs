@@ -208,9 +208,10 @@ pub async fn status(store: &PgEventStore) -> Result<Vec<ProjectionStatus>, Error
     Ok(store.projection_statuses().await?)
 }
 
-/// Polls the status of the projections named in `names` until each has
-/// applied every event of its types (lag 0) and `also` holds, for at most
-/// `within`; returns the last status.
+/// Polls the status of the projections named in `names` (the versions
+/// served) until each has applied every event of its types (lag 0) and
+/// `also` holds, for at most `within`; returns the last status of every
+/// projection.
 ///
 /// # Errors
 ///
@@ -229,11 +230,12 @@ where
     let deadline = Instant::now() + within;
     loop {
         let statuses = status(store).await?;
-        let caught_up = names.iter().all(|name| {
-            statuses
-                .iter()
-                .any(|s| s.name == *name && s.lag == 0 && s.state == ProjectionState::Running)
-        });
+        let mut caught_up = true;
+        for name in names {
+            // The status of the version served.
+            let served = store.projection_status(name).await?;
+            caught_up &= served.is_some_and(|s| s.lag == 0 && s.state == ProjectionState::Running);
+        }
         if caught_up && also().await? {
             return Ok(statuses);
         }
