@@ -170,10 +170,14 @@ impl State {
             .map(|e| e.version)
     }
 
-    /// An append request, checked and written under the lock: deleted
-    /// streams, then the replay of the whole request, then each stream's
-    /// version, then the write.
+    /// An append request, checked and written under the lock: the replay
+    /// of the whole request (a request stored before its stream was
+    /// deleted is still a replay), then deleted streams, then each
+    /// stream's version, then the write.
     fn write(&mut self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
+        if let Some(results) = self.replay_request(&appends)? {
+            return Ok(results);
+        }
         if let Some((stream, version)) = appends
             .iter()
             .find_map(|a| Some((&a.stream, self.deleted(&a.stream)?)))
@@ -182,9 +186,6 @@ impl State {
                 stream: stream.clone(),
                 version,
             });
-        }
-        if let Some(results) = self.replay_request(&appends)? {
-            return Ok(results);
         }
         for append in &appends {
             let actual = self.version(&append.stream);
@@ -449,6 +450,12 @@ impl SnapshotStore for MemoryStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         encode_snapshot(&snapshot)?;
         let mut state = self.state();
+        if let Some(version) = state.deleted(&snapshot.stream_id) {
+            return Err(StoreError::StreamDeleted {
+                stream: snapshot.stream_id,
+                version,
+            });
+        }
         let newer = state
             .snapshots
             .get(&snapshot.stream_id)

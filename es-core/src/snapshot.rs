@@ -62,6 +62,8 @@ pub trait SnapshotStore: Send + Sync {
     /// [`StoreError::InvalidSnapshot`] before any I/O when the snapshot
     /// could not be read back equal (see
     /// [`backend::encode_snapshot`](crate::backend::encode_snapshot));
+    /// [`StoreError::StreamDeleted`] when the stream was deleted (nothing
+    /// is stored: a deletion drops the stream's snapshot for good);
     /// [`StoreError::Backend`] when storage fails.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
 }

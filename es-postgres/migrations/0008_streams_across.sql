@@ -55,6 +55,7 @@ DECLARE
     this_tx     xid8;
     i           integer;
     passes      boolean;
+    deleted     boolean;
 BEGIN
     -- Serialize appends to this stream before the first write, so that this
     -- transaction's id is newer than the previous writer's. Advisory locks
@@ -66,12 +67,11 @@ BEGIN
       FROM %1$I.events e WHERE e.stream_id = p_stream
      ORDER BY e.version DESC LIMIT 1;
     actual := coalesce(actual, 0);
-    -- A deleted stream takes nothing more, whatever the expectation.
-    IF last_type = '$deleted' THEN
-        outcome := 8;
-        RETURN;
-    END IF;
-    passes := CASE p_expected_kind
+    -- A deleted stream takes nothing more, whatever the expectation; but a
+    -- batch stored before the deletion, sent again, is still a replay, so
+    -- its ids are looked up first.
+    deleted := coalesce(last_type = '$deleted', false);
+    passes := NOT deleted AND CASE p_expected_kind
         WHEN 0 THEN true
         WHEN 1 THEN actual = 0
         WHEN 2 THEN actual > 0
@@ -123,6 +123,10 @@ BEGIN
         seqs := NULL;
     END IF;
 
+    IF deleted THEN
+        outcome := 8;
+        RETURN;
+    END IF;
     IF NOT passes THEN
         outcome := 2;
         RETURN;
@@ -243,6 +247,7 @@ DECLARE
     i           integer;
     k           integer;
     start       integer;
+    deleted_at  integer;
 BEGIN
     FOR lock_key IN
         SELECT DISTINCT hashtextextended(%2$L || s, 7305) FROM unnest(p_streams) s ORDER BY 1
@@ -250,8 +255,9 @@ BEGIN
         PERFORM pg_advisory_xact_lock(lock_key);
     END LOOP;
 
-    -- Each stream's version and last writer, in request order; the first
-    -- deleted stream ends it.
+    -- Each stream's version and last writer, in request order. The first
+    -- deleted stream refuses the request, once its ids are known not to be
+    -- stored (a request stored before the deletion is still a replay).
     FOR i IN 1 .. m LOOP
         head_ver := NULL;
         head_tx := NULL;
@@ -259,15 +265,12 @@ BEGIN
         SELECT e.version, e.tx_id, e.event_type INTO head_ver, head_tx, head_type
           FROM %1$I.events e WHERE e.stream_id = p_streams[i]
          ORDER BY e.version DESC LIMIT 1;
-        IF head_type = '$deleted' THEN
-            outcome := 8;
-            failed := i;
-            actual := head_ver;
-            RETURN;
+        IF head_type = '$deleted' AND deleted_at IS NULL THEN
+            deleted_at := i;
         END IF;
         actuals[i] := coalesce(head_ver, 0);
         last_txs[i] := head_tx;
-        this_ok := CASE p_expected_kinds[i]
+        this_ok := head_type IS DISTINCT FROM '$deleted' AND CASE p_expected_kinds[i]
             WHEN 0 THEN true
             WHEN 1 THEN actuals[i] = 0
             WHEN 2 THEN actuals[i] > 0
@@ -332,6 +335,12 @@ BEGIN
         seqs := NULL;
     END IF;
 
+    IF deleted_at IS NOT NULL THEN
+        outcome := 8;
+        failed := deleted_at;
+        actual := actuals[deleted_at];
+        RETURN;
+    END IF;
     IF NOT passes THEN
         outcome := 2;
         actual := actuals[failed];
@@ -441,6 +450,51 @@ BEGIN
     IF outcome = 0 AND p_marker = '$deleted' THEN
         DELETE FROM %1$I.snapshots s WHERE s.stream_id = p_stream;
     END IF;
+END
+$body$
+$function$,
+    current_schema(),
+    current_schema() || ':');
+END
+$migration$;
+
+-- Saves a snapshot unless a newer one is stored, under the stream's lock,
+-- so that a snapshot saved as the stream is deleted cannot outlive the
+-- deletion: returns the `$deleted` event's version when the stream is
+-- deleted (nothing saved), NULL otherwise. Each statement of a function
+-- sees what committed before it ran, so the deletion is seen once the
+-- lock is held.
+DO $migration$
+BEGIN
+EXECUTE format($function$
+CREATE OR REPLACE FUNCTION %1$I.save_snapshot(
+    p_stream            text,
+    p_version           bigint,
+    p_schema_version    integer,
+    p_data              jsonb,
+    p_taken_at          timestamptz
+) RETURNS bigint
+LANGUAGE plpgsql
+SET enable_seqscan TO off
+AS $body$
+DECLARE
+    head_ver    bigint;
+    head_type   text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(%2$L || p_stream, 7305));
+    SELECT e.version, e.event_type INTO head_ver, head_type
+      FROM %1$I.events e WHERE e.stream_id = p_stream
+     ORDER BY e.version DESC LIMIT 1;
+    IF head_type = '$deleted' THEN
+        RETURN head_ver;
+    END IF;
+    INSERT INTO %1$I.snapshots AS s (stream_id, version, schema_version, data, taken_at)
+    VALUES (p_stream, p_version, p_schema_version, p_data, p_taken_at)
+    ON CONFLICT (stream_id) DO UPDATE
+    SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version,
+        data = EXCLUDED.data, taken_at = EXCLUDED.taken_at
+    WHERE s.version <= EXCLUDED.version;
+    RETURN NULL;
 END
 $body$
 $function$,

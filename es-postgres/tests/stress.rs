@@ -543,3 +543,16 @@ fn appends_sharing_a_transaction_are_found_by_every_filter() {
         }
     });
 }
+
+/// Requests across overlapping streams, naming them in different orders,
+/// on a store that does not retry: a deadlock would fail a request instead
+/// of being rerun quietly, so none happens (the locks are taken in key
+/// order).
+#[test]
+fn appends_across_overlapping_streams_never_deadlock() {
+    runtime().block_on(async {
+        let options = PgStoreOptions::default().append_retries(0);
+        let store = common::fresh_store_with(options, 20).await;
+        es_core::testing::conformance::append_many_overlapping_requests_never_deadlock(store).await;
+    });
+}

@@ -169,19 +169,19 @@ where
         Ok(read)
     }
 
-    /// The outcomes of the command's first application, if the first
-    /// stream holds its events.
+    /// The outcomes of the command's first application, if either stream
+    /// holds its events (a decision may write to one stream only).
     async fn recall(&self, runs: &(Run<A>, Run<B>)) -> Result<Option<Outcomes>, StoreError> {
         let (a, b) = self.streams;
-        let Some(first) = self.first.recall(a, self.context, &runs.0).await? else {
-            return Ok(None);
-        };
+        let first = self.first.recall(a, self.context, &runs.0).await?;
         let second = self.second.recall(b, self.context, &runs.1).await?;
-        let second = second.unwrap_or_else(|| CommandOutcome {
-            already_applied: true,
-            ..unchanged(&runs.1)
-        });
-        Ok(Some((first, second)))
+        if first.is_none() && second.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((
+            first.unwrap_or_else(|| untouched(&runs.0)),
+            second.unwrap_or_else(|| untouched(&runs.1)),
+        )))
     }
 
     fn replayed(&self, runs: (Run<A>, Run<B>), outcomes: Outcomes) -> Outcomes {
@@ -277,6 +277,14 @@ where
 }
 
 /// The outcome of a run that wrote nothing.
+/// The outcome on a stream that the recalled command did not write to.
+fn untouched<T>(run: &Run<T>) -> CommandOutcome {
+    CommandOutcome {
+        already_applied: true,
+        ..unchanged(run)
+    }
+}
+
 fn unchanged<T>(run: &Run<T>) -> CommandOutcome {
     CommandOutcome {
         stream_version: run.version,

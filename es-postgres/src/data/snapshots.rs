@@ -23,13 +23,7 @@ impl Statements {
                  FROM \"{schema}\".snapshots WHERE stream_id = $1"
             ),
             save: format!(
-                "INSERT INTO \"{schema}\".snapshots AS s \
-                 (stream_id, version, schema_version, data, taken_at) \
-                 VALUES ($1, $2, $3, $4::jsonb, $5) \
-                 ON CONFLICT (stream_id) DO UPDATE \
-                 SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version, \
-                 data = EXCLUDED.data, taken_at = EXCLUDED.taken_at \
-                 WHERE s.version <= EXCLUDED.version"
+                "SELECT \"{schema}\".save_snapshot($1, $2, $3, $4::jsonb, $5) AS deleted"
             ),
         }
     }
@@ -67,7 +61,8 @@ pub(crate) async fn load(
 }
 
 /// Saves `snapshot` unless a newer one is stored; checked first as every
-/// store checks it.
+/// store checks it. [`StoreError::StreamDeleted`] when the stream is
+/// deleted: nothing is saved.
 pub(crate) async fn save(
     session: &mut Session,
     statements: &Statements,
@@ -82,15 +77,26 @@ pub(crate) async fn save(
     let version = i64::try_from(snapshot.version).map_err(|_| out_of_range("version"))?;
     let schema_version =
         i32::try_from(snapshot.schema_version).map_err(|_| out_of_range("format version"))?;
-    sqlx::query(&statements.save)
+    let deleted: Option<i64> = sqlx::query_scalar(&statements.save)
         .bind(snapshot.stream_id.as_str())
         .bind(version)
         .bind(schema_version)
         .bind(data)
         .bind(snapshot.taken_at)
         .persistent(session.persistent())
-        .execute(session.conn())
+        .fetch_one(session.conn())
         .await
         .map_err(|e| read_error("save snapshot", e))?;
-    Ok(())
+    match deleted {
+        None => Ok(()),
+        Some(version) => Err(StoreError::StreamDeleted {
+            stream: snapshot.stream_id.clone(),
+            version: convert::unsigned(version, "the version").map_err(|reason| {
+                StoreError::CorruptRecord {
+                    location: format!("the last event of stream {}", snapshot.stream_id),
+                    reason,
+                }
+            })?,
+        }),
+    }
 }

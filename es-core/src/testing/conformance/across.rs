@@ -377,7 +377,8 @@ pub async fn append_to_archived_stream_restores_it<S: EventStore>(store: S) {
 }
 
 /// A deleted stream refuses every append, whatever its expected version,
-/// alone or in a request across streams, and the request writes nothing.
+/// alone or in a request across streams, and the request writes nothing;
+/// a batch stored before the deletion, sent again, is still a replay.
 pub async fn deleted_stream_refuses_appends_under_every_expected_version<S: EventStore>(store: S) {
     let (a, b) = (stream("Order-1"), stream("Order-2"));
     let stored = events(2);
@@ -403,12 +404,25 @@ pub async fn deleted_stream_refuses_appends_under_every_expected_version<S: Even
         is_deleted(store.append(&a, expected, events(1)).await.map(drop));
         is_deleted(store.append(&a, expected, Vec::new()).await.map(drop));
     }
-    is_deleted(
-        store
-            .append(&a, ExpectedVersion::Any, stored)
+    // A batch stored before the deletion, sent again (a retry after a lost
+    // reply), is still a replay: it was written.
+    for expected in [ExpectedVersion::Any, ExpectedVersion::Exact(0)] {
+        let again = store
+            .append(&a, expected, stored.clone())
             .await
-            .map(drop),
-    );
+            .expect("a replay of the stored batch");
+        assert!(again.idempotent_replay);
+        assert_eq!(again.stream_version, 2);
+    }
+    let many = store
+        .append_many(vec![StreamAppend::new(
+            a.clone(),
+            ExpectedVersion::NoStream,
+            stored,
+        )])
+        .await
+        .expect("a replay across streams");
+    assert!(many[0].idempotent_replay);
     is_deleted(
         store
             .archive_stream(&a, ExpectedVersion::Any)
@@ -438,7 +452,8 @@ pub async fn deleted_stream_refuses_appends_under_every_expected_version<S: Even
 }
 
 /// A deleted stream's reads say so; its events stay in the feed, readable
-/// by id, followed by the `$deleted` event; its snapshot is gone. An
+/// by id, followed by the `$deleted` event; its snapshot is gone and none
+/// can be saved again. An
 /// archived stream can be deleted, and a stream that never had events can
 /// be deleted to reserve its id.
 pub async fn deleted_stream_reads_say_deleted<S: EventStore + SnapshotStore>(store: S) {
@@ -477,6 +492,16 @@ pub async fn deleted_stream_reads_say_deleted<S: EventStore + SnapshotStore>(sto
         .await
         .expect("reading by id");
     assert_eq!(by_id[0].position, stored.positions[0]);
+    assert_eq!(store.load_snapshot(&a).await.expect("loading"), None);
+    // A snapshot saved late (its command ran as the stream was deleted) is
+    // refused: it cannot outlive the deletion.
+    let late = store
+        .save_snapshot(Snapshot::new(a.clone(), 2, 1, serde_json::json!({})))
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::StreamDeleted { ref stream, version: 4 }) if *stream == a),
+        "got {late:?}"
+    );
     assert_eq!(store.load_snapshot(&a).await.expect("loading"), None);
 
     let reserved = store

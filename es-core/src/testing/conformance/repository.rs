@@ -207,6 +207,35 @@ impl DecideWith<Account, Transfer> for Account {
     }
 }
 
+/// Tops the other account up to a balance, paid by this one's owner
+/// (which is only checked): it writes to the other stream only, and is
+/// refused once the other account holds that much.
+struct TopUp(u64);
+
+impl DecideWith<Account, TopUp> for Account {
+    type Error = AccountError;
+
+    fn decide_with(
+        &self,
+        to: &Account,
+        command: &TopUp,
+    ) -> Result<(Vec<AccountEvent>, Vec<AccountEvent>), AccountError> {
+        if self.owner.is_none() {
+            return Err(AccountError::NotOpen);
+        }
+        if to.balance >= command.0 {
+            return Err(AccountError::InsufficientFunds {
+                balance: to.balance,
+            });
+        }
+        let cents = command.0 - to.balance;
+        Ok((
+            Vec::new(),
+            vec![AccountEvent::Deposited(Deposited { cents })],
+        ))
+    }
+}
+
 /// While set, lets another writer append a deposit of 1 cent to the stream
 /// just before each append.
 struct Interference(AtomicBool);
@@ -845,6 +874,21 @@ pub async fn repository_command_on_two_aggregates_writes_both_or_neither<
     assert_eq!(again.positions, debit.positions);
     assert_eq!(super::whole_feed(&store).await, feed, "nothing was written");
 
+    // A command that wrote to the second stream only is recalled there.
+    let top_up = CommandContext::new().with_command_id(Uuid::from_u128(2));
+    let (_, topped) = repo
+        .execute_with(&repo, &from, &to, &TopUp(50), &top_up)
+        .await
+        .expect("a top-up");
+    let feed = super::whole_feed(&store).await;
+    let (first, again) = repo
+        .execute_with(&repo, &from, &to, &TopUp(50), &top_up)
+        .await
+        .expect("the top-up sent again");
+    assert!(first.already_applied && again.already_applied);
+    assert_eq!(again.positions, topped.positions);
+    assert_eq!(super::whole_feed(&store).await, feed, "nothing was written");
+
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let (repo, from, to) = (Arc::clone(&repo), from.clone(), to.clone());
@@ -871,5 +915,5 @@ pub async fn repository_command_on_two_aggregates_writes_both_or_neither<
         reader.load(&from).await.expect("loading").state.balance,
         reader.load(&to).await.expect("loading").state.balance,
     );
-    assert_eq!(balances, (10, 90));
+    assert_eq!(balances, (10, 110));
 }
