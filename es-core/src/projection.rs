@@ -171,12 +171,13 @@ pub trait Reset<Cx: Send + ?Sized>: Projection {
 
     /// Makes this version ([`Projection::VERSION`]) the one readers see,
     /// after `previous` (none: the first version to serve). A runner calls
-    /// it once, in the transaction that records the switch: when a new
-    /// version has caught up with the feed, readers move from the old
-    /// version's data to the new one's at its commit, never seeing a
-    /// model that is partly built. A read model with a version per table
-    /// points a view (or a row that readers consult) at this version's
-    /// tables. Does nothing by default.
+    /// it once, when a new version has caught up with the feed, before it
+    /// commits the switch; for a read model in the store's database `cx`
+    /// is that transaction, so readers move from the old version's data to
+    /// the new one's at its commit, never seeing a model that is partly
+    /// built. A read model with a version per table points a view (or a
+    /// row that readers consult) at this version's tables. Does nothing by
+    /// default.
     ///
     /// # Errors
     ///

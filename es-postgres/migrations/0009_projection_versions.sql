@@ -5,11 +5,10 @@
 -- lease and dead letters. `serving` is the version whose data readers
 -- see; a runner of a newer version builds alongside it and, once caught
 -- up, sets `serving` to its own version in the transaction that also runs
--- its switch hook, and `retiring` to the version it replaced, until that
--- version's data is dropped.
+-- its switch hook. The serving runner then retires the older versions
+-- whose records remain.
 CREATE TABLE projection_versions (
     name        text        PRIMARY KEY,
     serving     bigint      NOT NULL CHECK (serving >= 1),
-    retiring    bigint      CHECK (retiring >= 1 AND retiring <> serving),
     switched_at timestamptz NOT NULL DEFAULT now()
 );

@@ -166,14 +166,19 @@ struct Seen {
     longest: Duration,
 }
 
-/// Reads `totals` in a loop until `done`; every answer must be the
-/// complete old model or the complete new one, and once the new one is
-/// seen the old one never is again.
+/// The stream a writer appends to during the rebuild (amounts of 1, which
+/// both versions count alike).
+const LIVE: &str = "Counter-live";
+
+/// Reads `totals` in a loop until `done`; every answer (but for the stream
+/// written meanwhile) must be the complete old model or the complete new
+/// one, and once the new one is seen the old one never is again.
 async fn reader(pool: PgPool, old: Arc<Totals>, new: Arc<Totals>, done: Arc<AtomicBool>) -> Seen {
     let mut seen = Seen::default();
     while !done.load(Ordering::Relaxed) {
         let asked = Instant::now();
-        let answer = read_model(&pool).await.expect("reading the view");
+        let mut answer = read_model(&pool).await.expect("reading the view");
+        answer.remove(LIVE);
         seen.longest = seen.longest.max(asked.elapsed());
         if answer == *old {
             assert_eq!(seen.new, 0, "the old model after the new one");
@@ -226,12 +231,24 @@ fn a_new_version_builds_alongside_and_takes_over_once_caught_up() {
                 tokio::spawn(reader(args.0, args.1, args.2, args.3))
             })
             .collect();
+        let writer = tokio::spawn(write_live(store.clone(), done.clone()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
         let (stop_v2, v2) = start(ProjectionRunner::new(store.clone(), TotalsV2, options()));
         let switched = take_over(&store, v1).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         done.store(true, Ordering::Relaxed);
+        let written = writer.await.expect("the writer");
+        wait_until(
+            Duration::from_secs(30),
+            "version 2 to have every event",
+            || async {
+                read_model(store.pool())
+                    .await
+                    .is_ok_and(|m| m.get(LIVE) == Some(&written))
+            },
+        )
+        .await;
         let mut longest = Duration::ZERO;
         let (mut olds, mut news) = (0, 0);
         for reader in readers {
@@ -256,6 +273,23 @@ fn a_new_version_builds_alongside_and_takes_over_once_caught_up() {
     });
 }
 
+/// Appends to [`LIVE`] until `done`, one event every few milliseconds;
+/// returns how many.
+async fn write_live(store: PgEventStore, done: Arc<AtomicBool>) -> i64 {
+    let id = stream(LIVE);
+    let mut written = 0;
+    while !done.load(Ordering::Relaxed) {
+        let event = NewEvent::new("Counted", json!({ "amount": 1 }));
+        store
+            .append(&id, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("appending");
+        written += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    written
+}
+
 /// Waits until version 2 serves, version 1's runner has ended and version
 /// 1 is retired; returns when version 2 was seen serving.
 async fn take_over(
@@ -277,11 +311,11 @@ async fn take_over(
         .expect("version 1's runner ends after the switch")
         .expect("the task");
     assert!(ended.is_ok(), "{ended:?}");
-    let retiring = "SELECT count(*) FROM es.projection_versions WHERE retiring IS NOT NULL";
+    let left = "SELECT count(*) FROM es.projections WHERE name = 'totals'";
     wait_until(
         Duration::from_secs(30),
         "version 1 to be retired",
-        || async { count(store, retiring).await == 0 },
+        || async { count(store, left).await == 0 },
     )
     .await;
     switched

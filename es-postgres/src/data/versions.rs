@@ -1,6 +1,6 @@
 //! `projection_versions`: which version of each projection readers are
-//! served, and which older one waits to be retired
-//! (`migrations/0009_projection_versions.sql`).
+//! served (`migrations/0009_projection_versions.sql`), and the records of
+//! each version's run in the projection tables.
 
 use sqlx::{PgConnection, Row as _};
 
@@ -14,8 +14,9 @@ pub(crate) struct Statements {
     lock: String,
     claim: String,
     switch: String,
-    retired: String,
+    keys: String,
     has_checkpoint: String,
+    has_dead_letters: String,
     forget: String,
     forget_dead_letters: String,
 }
@@ -24,20 +25,22 @@ impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
         let table = format!("\"{schema}\".projection_versions");
         Self {
-            read: format!("SELECT serving, retiring FROM {table} WHERE name = $1"),
-            lock: format!("SELECT serving, retiring FROM {table} WHERE name = $1 FOR UPDATE"),
+            read: format!("SELECT serving FROM {table} WHERE name = $1"),
+            lock: format!("SELECT serving FROM {table} WHERE name = $1 FOR UPDATE"),
             claim: format!(
                 "INSERT INTO {table} (name, serving) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
             ),
-            switch: format!(
-                "UPDATE {table} SET serving = $2, retiring = $3, switched_at = now() \
-                 WHERE name = $1"
-            ),
-            retired: format!(
-                "UPDATE {table} SET retiring = NULL WHERE name = $1 AND retiring = $2"
+            switch: format!("UPDATE {table} SET serving = $2, switched_at = now() WHERE name = $1"),
+            keys: format!(
+                "SELECT name FROM \"{schema}\".projections \
+                 WHERE name = $1 OR starts_with(name, $1 || '@v')"
             ),
             has_checkpoint: format!(
                 "SELECT EXISTS (SELECT FROM \"{schema}\".projections WHERE name = $1)"
+            ),
+            has_dead_letters: format!(
+                "SELECT EXISTS (SELECT FROM \"{schema}\".projection_dead_letters \
+                 WHERE projection = $1)"
             ),
             forget: format!("DELETE FROM \"{schema}\".projections WHERE name = $1"),
             forget_dead_letters: format!(
@@ -47,11 +50,10 @@ impl Statements {
     }
 }
 
-/// A projection's row: the version served, and the one to retire.
+/// A projection's row: the version served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Versions {
     pub(crate) serving: u32,
-    pub(crate) retiring: Option<u32>,
 }
 
 /// A stored version that cannot be read back.
@@ -93,16 +95,10 @@ async fn fetch(
     else {
         return Ok(None);
     };
-    let version = |value: Option<i64>| {
-        value
-            .map(|v| u32::try_from(v).map_err(|_| corrupt(name, format!("version {v}"))))
-            .transpose()
-    };
-    let serving = version(row.try_get("serving")?)?.ok_or_else(|| corrupt(name, "no version"))?;
-    Ok(Some(Versions {
-        serving,
-        retiring: version(row.try_get("retiring")?)?,
-    }))
+    let serving: i64 = row.try_get("serving")?;
+    let serving =
+        u32::try_from(serving).map_err(|_| corrupt(name, format!("version {serving}")))?;
+    Ok(Some(Versions { serving }))
 }
 
 /// Records `version` as served, unless a row exists; returns whether it
@@ -121,21 +117,44 @@ pub(crate) async fn claim(
     Ok(done.rows_affected() == 1)
 }
 
-/// Serves `version` from now on, and marks `previous` to retire.
+/// Serves `version` from now on.
 pub(crate) async fn switch(
     tx: &mut PgConnection,
     statements: &Statements,
     name: &str,
     version: u32,
-    previous: u32,
 ) -> Result<(), Failed> {
     sqlx::query(&statements.switch)
         .bind(name)
         .bind(i64::from(version))
-        .bind(i64::from(previous))
         .execute(tx)
         .await?;
     Ok(())
+}
+
+/// The keys of projection `name`'s runs that have records: `name` and
+/// `name@v...`.
+pub(crate) async fn keys(
+    conn: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+) -> Result<Vec<String>, Failed> {
+    Ok(sqlx::query_scalar(&statements.keys)
+        .bind(name)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Whether the run `key` has parked events.
+pub(crate) async fn has_dead_letters(
+    conn: &mut PgConnection,
+    statements: &Statements,
+    key: &str,
+) -> Result<bool, Failed> {
+    Ok(sqlx::query_scalar(&statements.has_dead_letters)
+        .bind(key)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Whether a checkpoint row with `key` exists.
@@ -150,22 +169,15 @@ pub(crate) async fn has_checkpoint(
         .await?)
 }
 
-/// Forgets the run of retired `version` (its checkpoint row `key` and its
-/// dead letters) and clears the mark, in the caller's transaction.
+/// Forgets the run `key` of a retired version (its checkpoint row and its
+/// dead letters), in the caller's transaction.
 pub(crate) async fn retired(
     tx: &mut PgConnection,
     statements: &Statements,
-    name: &str,
-    version: u32,
     key: &str,
 ) -> Result<(), Failed> {
     for statement in [&statements.forget, &statements.forget_dead_letters] {
         sqlx::query(statement).bind(key).execute(&mut *tx).await?;
     }
-    sqlx::query(&statements.retired)
-        .bind(name)
-        .bind(i64::from(version))
-        .execute(tx)
-        .await?;
     Ok(())
 }

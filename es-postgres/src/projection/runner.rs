@@ -13,7 +13,7 @@ use sqlx::{Connection as _, PgConnection};
 use super::delivery::{AtLeastOnce, Delivery, ExactlyOnce};
 use super::read_ahead::ReadAhead;
 use super::signal::Signal;
-use super::versions::{RETIRE_INTERVAL, Role};
+use super::versions::{RETIRE_INTERVAL, RETIRED_CHECK_INTERVAL, Role};
 use super::{ProjectionError, RunnerOptions, Stop, lease, projection_key};
 use crate::PgEventStore;
 use crate::data::projections::{self, ProjectionState};
@@ -94,6 +94,8 @@ struct Cursor {
     role: Role,
     /// Whether the versions need another turn that no wake-up announces.
     versions_pending: bool,
+    /// When this version was last checked to be current.
+    versions_checked: Instant,
 }
 
 /// Whether a gauge last measured at `measured` is due, and if so, marks it
@@ -115,7 +117,9 @@ impl Cursor {
             lag_measured: None,
             held_back_measured: None,
             role,
-            versions_pending: false,
+            // A version that serves looks for older ones to retire once.
+            versions_pending: true,
+            versions_checked: Instant::now(),
         }
     }
 }
@@ -259,6 +263,10 @@ where
                     ));
                 }
                 let (applied, rebuild) = self.apply_batch(conn, &page.events, signal).await?;
+                if cursor.versions_checked.elapsed() >= RETIRED_CHECK_INTERVAL {
+                    self.still_current(conn).await?;
+                    cursor.versions_checked = Instant::now();
+                }
                 cursor.saved = (applied, Instant::now());
                 cursor.position = applied.max(page.next);
                 if gauge_due(&mut cursor.lag_measured) {
@@ -351,7 +359,8 @@ where
         }
         metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
         // Caught up: a new version takes over here, a replaced one ends.
-        (cursor.role, cursor.versions_pending) = self.versions_turn(conn).await?;
+        (cursor.role, cursor.versions_pending) =
+            self.versions_turn(conn, cursor.versions_pending).await?;
         // A page read ahead was read before the waker was armed: read
         // again rather than wait for a wake-up it may have missed.
         if !from_ahead {

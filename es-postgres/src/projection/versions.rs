@@ -9,18 +9,18 @@
 //!
 //! - serving: it runs as any runner does;
 //! - building (a newer version than the one served): it catches up, and
-//!   at its first idle turn once caught up takes over: in one transaction
-//!   it locks the row, runs the projection's switch hook and records its
-//!   version as served, marking the previous one to retire, and wakes every
-//!   runner of the schema;
+//!   at its first idle turn once caught up (with no parked events) takes
+//!   over: in one transaction it locks the row, runs the projection's
+//!   switch hook and records its version as served, and wakes every runner
+//!   of the schema;
 //! - retired (older than the one served): it ends, checking at each idle
-//!   turn, so the runner of the replaced version ends at the wake-up that
-//!   the switch sends.
+//!   turn and every few seconds between batches, so the runner of the
+//!   replaced version ends at the wake-up that the switch sends.
 //!
-//! The serving runner retires the replaced version once no runner of it
-//! holds its lease: it takes that lease itself, runs the retire hook and
-//! forgets the old version's checkpoint and dead letters in one
-//! transaction.
+//! The serving runner retires every older version whose records remain,
+//! each once no runner of it holds its lease: it takes that lease itself,
+//! runs the retire hook and forgets that version's checkpoint and dead
+//! letters in one transaction.
 
 use std::time::Duration;
 
@@ -107,9 +107,22 @@ impl Role {
     }
 }
 
-/// How long a runner waits, at most, before trying again to retire the
-/// version it replaced.
+/// How long a runner waits, at most, before trying again to retire an
+/// older version.
 pub(super) const RETIRE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often, at most, a runner busy with batches checks that its version
+/// was not replaced.
+pub(super) const RETIRED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The version that run `key` of projection `name` belongs to; `None` for
+/// a key of another projection.
+fn version_of(name: &str, key: &str) -> Option<u32> {
+    if key == name {
+        return Some(1);
+    }
+    key.strip_prefix(name)?.strip_prefix("@v")?.parse().ok()
+}
 
 impl<P, D> ProjectionRunner<P, D>
 where
@@ -147,7 +160,7 @@ where
     async fn locked(&self, tx: &mut PgConnection) -> Result<Versions, Stop> {
         let statements = &self.store.statements().versions;
         let row = versions::lock(tx, statements, P::NAME).await?;
-        row.ok_or_else(|| Self::missing())
+        row.ok_or_else(Self::missing)
     }
 
     /// The projection's row was removed while its runner ran.
@@ -170,42 +183,61 @@ where
             })
     }
 
-    /// At an idle turn, caught up: a building version takes over (once the
-    /// version before the served one is retired), a serving one retires
-    /// the version it replaced, a retired one ends. Returns the role after
-    /// the turn, and whether work remains that no wake-up will announce (a
-    /// retirement to try again, a takeover waiting for one).
+    /// At an idle turn, caught up: a building version takes over (unless
+    /// it has parked events: its model would lack them), a serving one
+    /// retires older versions when `pending`, a retired one ends. Returns
+    /// the role after the turn, and whether work remains that no wake-up
+    /// will announce (a retirement to try again).
     pub(super) async fn versions_turn(
         &self,
         conn: &mut PgConnection,
+        pending: bool,
     ) -> Result<(Role, bool), Stop> {
         let statements = &self.store.statements().versions;
         let row = versions::read(conn, statements, P::NAME).await?;
-        let row = row.ok_or_else(|| Self::missing())?;
-        match (Role::of::<P>(row.serving), row.retiring) {
-            (Role::Retired { serving }, _) => Err(Stop::Retired { serving }),
-            (Role::Building { .. }, None) => self.take_over(conn).await,
-            (building @ Role::Building { .. }, Some(_)) => Ok((building, true)),
-            (Role::Serving, Some(old)) => {
-                let retired = self.retire(conn, old).await?;
-                Ok((Role::Serving, !retired))
+        let row = row.ok_or_else(Self::missing)?;
+        match Role::of::<P>(row.serving) {
+            Role::Retired { serving } => Err(Stop::Retired { serving }),
+            building @ Role::Building { .. } => {
+                if versions::has_dead_letters(conn, statements, &self.key).await? {
+                    tracing::warn!(
+                        projection = P::NAME,
+                        version = P::VERSION,
+                        "caught up with parked events: not taking over until they are retried or discarded"
+                    );
+                    return Ok((building, false));
+                }
+                self.take_over(conn).await
             }
-            (Role::Serving, None) => Ok((Role::Serving, false)),
+            Role::Serving if pending => Ok((Role::Serving, self.retire_older(conn).await?)),
+            Role::Serving => Ok((Role::Serving, false)),
+        }
+    }
+
+    /// Ends the runner if a newer version serves.
+    pub(super) async fn still_current(&self, conn: &mut PgConnection) -> Result<(), Stop> {
+        let statements = &self.store.statements().versions;
+        let row = versions::read(conn, statements, P::NAME).await?;
+        match row.map(|row| Role::of::<P>(row.serving)) {
+            Some(Role::Retired { serving }) => Err(Stop::Retired { serving }),
+            _ => Ok(()),
         }
     }
 
     /// Makes this version the one served, in one transaction with the
     /// switch hook, if the row still says it may; wakes every runner.
+    /// Returns the role after, and whether older versions are left to
+    /// retire.
     async fn take_over(&self, conn: &mut PgConnection) -> Result<(Role, bool), Stop> {
         let statements = &self.store.statements().versions;
         let mut tx = conn.begin().await?;
         let row = self.locked(&mut tx).await?;
-        let (Role::Building { serving }, None) = (Role::of::<P>(row.serving), row.retiring) else {
+        let Role::Building { serving } = Role::of::<P>(row.serving) else {
             tx.commit().await?;
             return Ok((Role::of::<P>(row.serving), true));
         };
         self.switch_hook(Some(serving), &mut tx).await?;
-        versions::switch(&mut tx, statements, P::NAME, P::VERSION, serving).await?;
+        versions::switch(&mut tx, statements, P::NAME, P::VERSION).await?;
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(self.store.options().channel())
             .execute(&mut *tx)
@@ -220,6 +252,20 @@ where
         Ok((Role::Serving, true))
     }
 
+    /// Retires every older version whose records remain and whose lease is
+    /// free; returns whether any is left.
+    async fn retire_older(&self, conn: &mut PgConnection) -> Result<bool, Stop> {
+        let statements = &self.store.statements().versions;
+        let mut left = false;
+        for key in versions::keys(conn, statements, P::NAME).await? {
+            match version_of(P::NAME, &key) {
+                Some(old) if old < P::VERSION => left |= !self.retire(conn, old).await?,
+                _ => {}
+            }
+        }
+        Ok(left)
+    }
+
     /// Drops version `old`'s data if no runner of it holds its lease;
     /// returns whether it did.
     async fn retire(&self, conn: &mut PgConnection, old: u32) -> Result<bool, Stop> {
@@ -231,7 +277,7 @@ where
         let mut tx = conn.begin().await?;
         let retired = match D::retire(&self.projection, old, &mut tx).await {
             Ok(()) => {
-                versions::retired(&mut tx, &statements.versions, P::NAME, old, &old_key).await?;
+                versions::retired(&mut tx, &statements.versions, &old_key).await?;
                 tx.commit().await?;
                 tracing::info!(projection = P::NAME, version = old, "retired");
                 true
