@@ -530,12 +530,17 @@ async fn issue_coupon(
     let stream = coupon_stream(&code).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let context = request.command_context(fingerprint);
     let outcome = shop.issue_coupon(&stream, &value, &context).await?;
+    let mut headers = HeaderMap::new();
+    if outcome.already_applied && request.keyed {
+        same_request(&shop, &outcome.event_ids, fingerprint).await?;
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
     let reply = json!({
         "code": code,
         "version": outcome.stream_version,
         "correlation_id": request.correlation_id,
     });
-    Ok((StatusCode::CREATED, Json(reply)).into_response())
+    Ok((StatusCode::CREATED, headers, Json(reply)).into_response())
 }
 
 async fn remove_item(

@@ -7,12 +7,16 @@
 //! store's own schema (`es`): they can be dropped and rebuilt from the events
 //! at any time.
 //!
-//! `order_summaries` is at version 2 (version 1 had no discounts): each
-//! version writes a table of its own, `order_summaries_v{N}`, and readers
-//! query the view `order_summaries`, which the version served points at its
-//! table. A deployment that served version 1 keeps serving it while version
-//! 2 builds from the events alongside; once caught up, version 2 takes over
-//! in one transaction and version 1's table is dropped.
+//! `order_summaries` is at version 2 (version 1 had no discounts): version
+//! 2 writes the table `order_summaries_v2` (version 1 wrote
+//! `order_summaries`), and readers query the view `order_summaries_served`,
+//! which points at the version served. On a database that served version
+//! 1, the view starts over version 1's table (a discount of 0) and keeps
+//! answering from it while version 2 builds from the events alongside, and
+//! while version 1's runners, in processes not yet upgraded, keep it
+//! current; once caught up, version 2 takes over (its switch points the
+//! view at its table, in the transaction that records the switch) and
+//! version 1's table is dropped once no runner of it is left.
 
 use chrono::{DateTime, Utc};
 use es_core::{BoxError, Handle, Projection, RecordedEvent, Reset};
@@ -64,16 +68,29 @@ CREATE TABLE IF NOT EXISTS customer_totals_orders (
 /// When the server refuses the statements.
 pub async fn create_read_models(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(READ_MODEL_DDL).execute(pool).await?;
-    // A new database serves the current version at once; one that serves
-    // another keeps its view until this version takes over.
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('order_summaries') IS NOT NULL")
-        .fetch_one(pool)
-        .await?;
-    if !exists {
-        sqlx::raw_sql(&summaries_view()).execute(pool).await?;
+    // The readers' view, made once: over version 1's table on a database
+    // that served it (until version 2 takes over), else over this version's.
+    let (view, version_1): (bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('order_summaries_served') IS NOT NULL, \
+         to_regclass('order_summaries') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !view {
+        let sql = if version_1 {
+            VERSION_1_VIEW.to_owned()
+        } else {
+            summaries_view()
+        };
+        sqlx::raw_sql(&sql).execute(pool).await?;
     }
     Ok(())
 }
+
+/// The readers' view over version 1's table, which had no discounts.
+const VERSION_1_VIEW: &str = "CREATE VIEW order_summaries_served AS \
+    SELECT order_id, customer_id, status, units, total_cents, 0::bigint AS discount_cents, \
+    paid_cents, tracking_number, version, placed_at, updated_at FROM order_summaries";
 
 /// The table of the version of `order_summaries` this code writes.
 const SUMMARIES: &str = "order_summaries_v2";
@@ -82,9 +99,11 @@ const _: () = assert!(
     "SUMMARIES names the table of version 2"
 );
 
-/// Points the view `order_summaries` at [`SUMMARIES`].
+/// Points the readers' view, `order_summaries_served`, at [`SUMMARIES`].
 fn summaries_view() -> String {
-    format!("CREATE OR REPLACE VIEW order_summaries AS SELECT {SUMMARY_COLUMNS} FROM {SUMMARIES}")
+    format!(
+        "CREATE OR REPLACE VIEW order_summaries_served AS SELECT {SUMMARY_COLUMNS} FROM {SUMMARIES}"
+    )
 }
 
 /// An amount for a `bigint` column.
@@ -228,23 +247,21 @@ impl Reset<PgConnection> for OrderSummaries {
         Ok(())
     }
 
-    /// Readers move to this version's table. A database from before
-    /// versions kept version 1 in the table `order_summaries` itself: it
-    /// becomes `order_summaries_v1`, retired next.
+    /// Readers move to this version's table, at the commit of the switch.
     async fn switch(&self, _previous: Option<u32>, tx: &mut PgConnection) -> Result<(), BoxError> {
-        sqlx::query(
-            "DO $$ BEGIN \
-             IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('order_summaries')) = 'r' \
-             THEN ALTER TABLE order_summaries RENAME TO order_summaries_v1; END IF; END $$",
-        )
-        .execute(&mut *tx)
-        .await?;
         sqlx::query(&summaries_view()).execute(tx).await?;
         Ok(())
     }
 
+    /// Drops the table of a replaced version: `order_summaries` for
+    /// version 1, `order_summaries_v{N}` after it.
     async fn retire(&self, version: u32, tx: &mut PgConnection) -> Result<(), BoxError> {
-        sqlx::query(&format!("DROP TABLE IF EXISTS order_summaries_v{version}"))
+        let table = if version == 1 {
+            "order_summaries".to_owned()
+        } else {
+            format!("order_summaries_v{version}")
+        };
+        sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
             .execute(tx)
             .await?;
         Ok(())
@@ -450,7 +467,7 @@ const SUMMARY_COLUMNS: &str = "order_id, customer_id, status, units, total_cents
 /// When the query fails.
 pub async fn order_summaries(pool: &PgPool) -> Result<Vec<OrderSummary>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM order_summaries ORDER BY placed_at, order_id"
+        "SELECT {SUMMARY_COLUMNS} FROM order_summaries_served ORDER BY placed_at, order_id"
     ))
     .fetch_all(pool)
     .await
@@ -466,7 +483,7 @@ pub async fn customer_orders(
     customer_id: &str,
 ) -> Result<Vec<OrderSummary>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE customer_id = $1 \
+        "SELECT {SUMMARY_COLUMNS} FROM order_summaries_served WHERE customer_id = $1 \
          ORDER BY placed_at, order_id"
     ))
     .bind(customer_id)
@@ -484,7 +501,7 @@ pub async fn order_summary(
     order_id: &str,
 ) -> Result<Option<OrderSummary>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE order_id = $1"
+        "SELECT {SUMMARY_COLUMNS} FROM order_summaries_served WHERE order_id = $1"
     ))
     .bind(order_id)
     .fetch_optional(pool)

@@ -230,7 +230,7 @@ async fn an_order_through_the_api() {
     // A rebuild gives the same read model back.
     let unknown = call(&app, Method::POST, "/projections/nope/rebuild", None).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    sqlx::query("DELETE FROM order_summaries")
+    sqlx::query("DELETE FROM order_summaries_v2")
         .execute(shop.pool())
         .await
         .expect("delete");
@@ -451,9 +451,30 @@ async fn a_coupon_through_the_api() {
     assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
     let again = call(&app, Method::POST, "/coupons/WELCOME10", discount).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let key = [("idempotency-key", "issue-spring")];
+    let spring = send(&app, Method::POST, "/coupons/SPRING", discount, &key).await;
+    assert_eq!(spring.status, StatusCode::CREATED, "{}", spring.body);
+    let resent = send(&app, Method::POST, "/coupons/SPRING", discount, &key).await;
+    assert_eq!(
+        (resent.status, resent.replayed),
+        (StatusCode::CREATED, true)
+    );
+    let other = Some(r#"{"discount_cents": 900}"#);
+    let reused = send(&app, Method::POST, "/coupons/SPRING", other, &key).await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reused.body
+    );
     let zero = Some(r#"{"discount_cents": 0}"#);
-    let refused = call(&app, Method::POST, "/coupons/FREE", zero).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let no_discount = call(&app, Method::POST, "/coupons/FREE", zero).await;
+    assert_eq!(
+        no_discount.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        no_discount.body
+    );
     let bad = call(&app, Method::POST, "/coupons/no%20spaces", discount).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
 

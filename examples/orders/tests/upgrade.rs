@@ -1,7 +1,7 @@
 //! An upgrade of `order_summaries` from version 1 to version 2 (discounts)
-//! on a database that served version 1: version 2 builds alongside while
-//! the old table keeps answering, then takes over, and the old table is
-//! dropped.
+//! on a database that served version 1: readers are answered from the old
+//! table while version 2 builds alongside, then from version 2's, and the
+//! old table is dropped.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use es_core::CommandContext;
 use orders::domain::{AddItem, PlaceOrder};
-use orders::projections::order_summaries;
+use orders::projections::{OrderSummary, order_summaries};
 use orders::service::{Projections, Shop, order_stream, wait_for_projections};
 
 /// `order_summaries` as version 1 kept it: a table, without discounts.
@@ -57,18 +57,25 @@ async fn version_2_takes_over_from_a_version_1_table() {
         };
         shop.execute(&order, &tea, &context).await.expect("adding");
     }
-    sqlx::query("DROP VIEW order_summaries")
+    sqlx::raw_sql("DROP VIEW order_summaries_served; DROP TABLE order_summaries_v2")
         .execute(store.pool())
         .await
-        .expect("dropping the view a new database got");
+        .expect("dropping what a new database got");
     sqlx::raw_sql(VERSION_1)
         .execute(store.pool())
         .await
         .expect("the state version 1 left");
 
     let shop = Shop::open(store.clone()).await.expect("shop");
-    let kind = "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('order_summaries')";
-    assert_eq!(scalar(&shop, kind).await.as_deref(), Some("r"));
+    let view = "SELECT pg_get_viewdef('order_summaries_served')";
+    let over = |def: Option<String>, table: &str| {
+        def.is_some_and(|d| d.contains(&format!("FROM {table};")))
+    };
+    assert!(over(scalar(&shop, view).await, "order_summaries"));
+    // Until version 2 serves, readers get version 1's rows.
+    let before = order_summaries(shop.pool()).await.expect("the summaries");
+    assert_eq!(summary(&before), ("7001", 900, 0));
+
     let projections = Projections::start(shop.store());
     wait_for_projections(
         shop.store(),
@@ -76,33 +83,29 @@ async fn version_2_takes_over_from_a_version_1_table() {
         Duration::from_secs(60),
         || async {
             let served = "SELECT serving::text FROM es.projection_versions \
-                          WHERE name = 'order_summaries' AND retiring IS NULL";
+                          WHERE name = 'order_summaries' AND NOT EXISTS \
+                          (SELECT FROM es.projections WHERE name = 'order_summaries')";
             Ok(scalar(&shop, served).await.as_deref() == Some("2"))
         },
     )
     .await
-    .expect("version 2 serves");
+    .expect("version 2 serves, version 1 retired");
 
-    assert_eq!(
-        scalar(&shop, kind).await.as_deref(),
-        Some("v"),
-        "a view now"
-    );
-    let old = "SELECT 'left' FROM pg_tables WHERE tablename = 'order_summaries_v1'";
+    assert!(over(scalar(&shop, view).await, "order_summaries_v2"));
+    let old = "SELECT 'left' FROM pg_tables WHERE tablename = 'order_summaries'";
     assert_eq!(
         scalar(&shop, old).await,
         None,
         "version 1's table is dropped"
     );
-    let rows = order_summaries(shop.pool()).await.expect("the summaries");
-    assert_eq!(rows.len(), 1);
-    assert_eq!(
-        (
-            rows[0].order_id.as_str(),
-            rows[0].total_cents,
-            rows[0].discount_cents
-        ),
-        ("7001", 900, 0)
-    );
+    let after = order_summaries(shop.pool()).await.expect("the summaries");
+    assert_eq!(summary(&after), ("7001", 900, 0));
     projections.stop().await.expect("stopping");
+}
+
+/// The only summary: order, total, discount.
+fn summary(rows: &[OrderSummary]) -> (&str, i64, i64) {
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    (row.order_id.as_str(), row.total_cents, row.discount_cents)
 }
