@@ -206,7 +206,11 @@ impl es_core::Handle<Placed, ()> for Sales {
 }
 
 #[derive(Default, framework::es::Projection)]
-#[es(crate = "crate::framework::es", version = 3, handles(TicketEvent::Sold))]
+#[es(
+    crate = "crate::framework::es",
+    version = 3,
+    handles(TicketEvent::Sold)
+)]
 struct TicketCount;
 
 #[test]
