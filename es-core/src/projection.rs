@@ -193,12 +193,14 @@ pub trait Reset<Cx: Send + ?Sized>: Projection {
     }
 
     /// Drops what an older `version`, no longer served nor run, wrote (for
-    /// example, its tables). Called once after a switch, when no runner of
-    /// that version holds its lease. Does nothing by default.
+    /// example, its tables). Called by the runner of the version served,
+    /// while no runner of `version` holds its lease, until it succeeds: a
+    /// failure or a restart may call it again, so it must be idempotent
+    /// (`DROP TABLE IF EXISTS`). Does nothing by default.
     ///
     /// # Errors
     ///
-    /// Any error; the runner tries again later.
+    /// Any error; the runner tries again later, waiting longer each time.
     fn retire(
         &self,
         version: u32,

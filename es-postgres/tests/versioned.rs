@@ -362,3 +362,110 @@ async fn after_the_switch(store: &PgEventStore, new: &Totals) {
     assert!(ran.is_ok(), "{ran:?}");
     assert_eq!(count(store, rows).await, 0, "and leaves no checkpoint");
 }
+
+/// Version 1 of `picky`: takes every event.
+#[derive(Projection)]
+#[es(name = "picky", handles(CounterEvent::Counted))]
+struct PickyV1;
+
+/// Version 2 of `picky`: fails on an amount of 13.
+#[derive(Projection)]
+#[es(name = "picky", version = 2, handles(CounterEvent::Counted))]
+struct PickyV2;
+
+impl Handle<Counted, PgConnection> for PickyV1 {
+    async fn handle(
+        &self,
+        _: Counted,
+        _: &RecordedEvent,
+        _: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl Handle<Counted, PgConnection> for PickyV2 {
+    async fn handle(
+        &self,
+        counted: Counted,
+        _: &RecordedEvent,
+        _: &mut PgConnection,
+    ) -> Result<(), BoxError> {
+        if counted.amount == 13 {
+            return Err("13 is refused".into());
+        }
+        Ok(())
+    }
+}
+
+impl Reset<PgConnection> for PickyV1 {
+    async fn reset(&self, _: &mut PgConnection) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl Reset<PgConnection> for PickyV2 {
+    async fn reset(&self, _: &mut PgConnection) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_new_version_with_parked_events_does_not_take_over() {
+    runtime().block_on(async {
+        let store = common::fresh_store().await;
+        let id = stream("Counter-1");
+        let events = [1, 13, 2]
+            .map(|amount| NewEvent::new("Counted", json!({ "amount": amount })))
+            .to_vec();
+        store
+            .append(&id, ExpectedVersion::NoStream, events)
+            .await
+            .expect("appending");
+        let serving =
+            "SELECT coalesce(max(serving), 0) FROM es.projection_versions WHERE name = 'picky'";
+        let (stop_v1, v1) = start(ProjectionRunner::new(store.clone(), PickyV1, options()));
+        wait_until(Duration::from_secs(30), "version 1 to serve", || async {
+            count(&store, serving).await == 1
+        })
+        .await;
+        let parking = options().error_policy(
+            es_postgres::ErrorPolicy::park_after(0).backoff(Duration::from_millis(1)),
+        );
+        let (stop_v2, v2) = start(ProjectionRunner::new(store.clone(), PickyV2, parking));
+        wait_until(Duration::from_secs(30), "version 2 to catch up", || async {
+            store
+                .projection_status("picky@v2")
+                .await
+                .expect("status")
+                .is_some_and(|s| s.lag == 0 && s.parked == 1)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(count(&store, serving).await, 1, "version 1 still serves");
+
+        let parked = store.parked_events("picky@v2").await.expect("parked");
+        assert!(
+            store
+                .discard_parked("picky@v2", parked[0].id)
+                .await
+                .expect("discarding")
+        );
+        wait_until(
+            Duration::from_secs(30),
+            "version 2 to take over",
+            || async { count(&store, serving).await == 2 },
+        )
+        .await;
+        let ended = tokio::time::timeout(Duration::from_secs(30), v1)
+            .await
+            .expect("version 1's runner ends")
+            .expect("the task");
+        assert!(ended.is_ok(), "{ended:?}");
+        drop(stop_v1);
+        let _ = stop_v2.send(());
+        v2.await
+            .expect("the task")
+            .expect("version 2 stops cleanly");
+    });
+}

@@ -276,7 +276,6 @@ where
     }
 }
 
-/// The outcome of a run that wrote nothing.
 /// The outcome on a stream that the recalled command did not write to.
 fn untouched<T>(run: &Run<T>) -> CommandOutcome {
     CommandOutcome {
@@ -285,6 +284,7 @@ fn untouched<T>(run: &Run<T>) -> CommandOutcome {
     }
 }
 
+/// The outcome of a run that wrote nothing.
 fn unchanged<T>(run: &Run<T>) -> CommandOutcome {
     CommandOutcome {
         stream_version: run.version,

@@ -13,7 +13,7 @@ use sqlx::{Connection as _, PgConnection};
 use super::delivery::{AtLeastOnce, Delivery, ExactlyOnce};
 use super::read_ahead::ReadAhead;
 use super::signal::Signal;
-use super::versions::{RETIRE_INTERVAL, RETIRED_CHECK_INTERVAL, Role};
+use super::versions::{Role, Turns};
 use super::{ProjectionError, RunnerOptions, Stop, lease, projection_key};
 use crate::PgEventStore;
 use crate::data::projections::{self, ProjectionState};
@@ -90,12 +90,8 @@ struct Cursor {
     lag_measured: Option<Instant>,
     /// When the held-back gauge was last measured.
     held_back_measured: Option<Instant>,
-    /// This version's role.
-    role: Role,
-    /// Whether the versions need another turn that no wake-up announces.
-    versions_pending: bool,
-    /// When this version was last checked to be current.
-    versions_checked: Instant,
+    /// Where this version stands among the projection's versions.
+    versions: Turns,
 }
 
 /// Whether a gauge last measured at `measured` is due, and if so, marks it
@@ -109,17 +105,14 @@ fn gauge_due(measured: &mut Option<Instant>) -> bool {
 }
 
 impl Cursor {
-    fn at(position: Position, role: Role) -> Self {
+    fn at(position: Position, versions: Turns) -> Self {
         Self {
             position,
             saved: (position, Instant::now()),
             ahead: None,
             lag_measured: None,
             held_back_measured: None,
-            role,
-            // A version that serves looks for older ones to retire once.
-            versions_pending: true,
-            versions_checked: Instant::now(),
+            versions,
         }
     }
 }
@@ -237,9 +230,9 @@ where
         }
         let statements = &self.store.statements().projections;
         let start = projections::start(conn, statements, &self.key, P::EVENT_TYPES).await?;
-        let mut cursor = Cursor::at(start.position, role);
+        let mut cursor = Cursor::at(start.position, Turns::new(role));
         if start.rebuild_requested {
-            cursor = Cursor::at(self.rebuild(conn).await?, role);
+            cursor = Cursor::at(self.rebuild(conn).await?, cursor.versions);
         }
         let filter = P::filter();
         let mut waker = self.store.waker();
@@ -263,10 +256,7 @@ where
                     ));
                 }
                 let (applied, rebuild) = self.apply_batch(conn, &page.events, signal).await?;
-                if cursor.versions_checked.elapsed() >= RETIRED_CHECK_INTERVAL {
-                    self.still_current(conn).await?;
-                    cursor.versions_checked = Instant::now();
-                }
+                self.still_current(conn, &mut cursor.versions).await?;
                 cursor.saved = (applied, Instant::now());
                 cursor.position = applied.max(page.next);
                 if gauge_due(&mut cursor.lag_measured) {
@@ -275,7 +265,7 @@ where
                 rebuild
             };
             if rebuild {
-                cursor = Cursor::at(self.rebuild(conn).await?, cursor.role);
+                cursor = Cursor::at(self.rebuild(conn).await?, cursor.versions);
             }
         }
     }
@@ -359,16 +349,15 @@ where
         }
         metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
         // Caught up: a new version takes over here, a replaced one ends.
-        (cursor.role, cursor.versions_pending) =
-            self.versions_turn(conn, cursor.versions_pending).await?;
+        self.versions_turn(conn, &mut cursor.versions).await?;
         // A page read ahead was read before the waker was armed: read
         // again rather than wait for a wake-up it may have missed.
         if !from_ahead {
-            let pending = cursor.versions_pending;
+            let retry = cursor.versions.retry_in();
             tokio::select! {
                 () = signal.wait() => return Err(Stop::ShutDown),
                 () = waker.wait() => {}
-                () = tokio::time::sleep(RETIRE_INTERVAL), if pending => {}
+                () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             }
         }
         self.retry_parked(conn, signal).await?;

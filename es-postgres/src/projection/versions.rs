@@ -22,7 +22,7 @@
 //! runs the retire hook and forgets that version's checkpoint and dead
 //! letters in one transaction.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use es_core::Projection;
 use sqlx::{Connection as _, PgConnection};
@@ -107,13 +107,67 @@ impl Role {
     }
 }
 
-/// How long a runner waits, at most, before trying again to retire an
-/// older version.
-pub(super) const RETIRE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a runner waits before it first tries again to retire an older
+/// version; each failed try doubles it, up to [`RETIRE_BACKOFF_MAX`].
+const RETIRE_INTERVAL: Duration = Duration::from_millis(200);
+const RETIRE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// How often, at most, a runner busy with batches checks that its version
-/// was not replaced.
-pub(super) const RETIRED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often, at most, a runner that has nothing to do about versions
+/// checks that its version was not replaced (at idle turns and between
+/// batches; the switch also wakes it).
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A leased runner's standing among the projection's versions.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Turns {
+    role: Role,
+    /// Work remains that no wake-up announces (a takeover to try, older
+    /// versions to retire).
+    pending: bool,
+    /// When the versions were last looked at.
+    checked: Instant,
+    /// How long to wait before the next try of pending work.
+    retry_in: Duration,
+    /// Whether the warning that parked events hold the takeover back was
+    /// given.
+    warned: bool,
+}
+
+impl Turns {
+    /// A runner that just took its lease: it looks at the versions at its
+    /// first idle turn (a serving version retires older ones, a building
+    /// one takes over).
+    pub(super) fn new(role: Role) -> Self {
+        Self {
+            role,
+            pending: true,
+            checked: Instant::now(),
+            retry_in: RETIRE_INTERVAL,
+            warned: false,
+        }
+    }
+
+    /// How long an idle runner may wait before its next turn; `None`:
+    /// until a wake-up.
+    pub(super) fn retry_in(&self) -> Option<Duration> {
+        self.pending.then_some(self.retry_in)
+    }
+
+    fn due(&self) -> bool {
+        self.pending || self.checked.elapsed() >= CHECK_INTERVAL
+    }
+
+    /// Pending work was tried and remains: wait longer next time.
+    fn back_off(&mut self) {
+        self.pending = true;
+        self.retry_in = (self.retry_in * 2).min(RETIRE_BACKOFF_MAX);
+    }
+
+    fn settle(&mut self) {
+        self.pending = false;
+        self.retry_in = RETIRE_INTERVAL;
+    }
+}
 
 /// The version that run `key` of projection `name` belongs to; `None` for
 /// a key of another projection.
@@ -183,41 +237,69 @@ where
             })
     }
 
-    /// At an idle turn, caught up: a building version takes over (unless
-    /// it has parked events: its model would lack them), a serving one
-    /// retires older versions when `pending`, a retired one ends. Returns
-    /// the role after the turn, and whether work remains that no wake-up
-    /// will announce (a retirement to try again).
+    /// At an idle turn, caught up, when due: a building version takes over
+    /// (unless it has parked events: its model would lack them), a serving
+    /// one retires older versions while any is left, a replaced one ends.
     pub(super) async fn versions_turn(
         &self,
         conn: &mut PgConnection,
-        pending: bool,
-    ) -> Result<(Role, bool), Stop> {
+        turns: &mut Turns,
+    ) -> Result<(), Stop> {
+        if !turns.due() {
+            return Ok(());
+        }
         let statements = &self.store.statements().versions;
         let row = versions::read(conn, statements, P::NAME).await?;
-        let row = row.ok_or_else(Self::missing)?;
-        match Role::of::<P>(row.serving) {
-            Role::Retired { serving } => Err(Stop::Retired { serving }),
-            building @ Role::Building { .. } => {
+        turns.checked = Instant::now();
+        turns.role = Role::of::<P>(row.ok_or_else(Self::missing)?.serving);
+        match turns.role {
+            Role::Retired { serving } => return Err(Stop::Retired { serving }),
+            Role::Building { .. } => {
                 if versions::has_dead_letters(conn, statements, &self.key).await? {
-                    tracing::warn!(
-                        projection = P::NAME,
-                        version = P::VERSION,
-                        "caught up with parked events: not taking over until they are retried or discarded"
-                    );
-                    return Ok((building, false));
+                    if !turns.warned {
+                        tracing::warn!(
+                            projection = P::NAME,
+                            version = P::VERSION,
+                            "caught up with parked events: not taking over until they are retried or discarded"
+                        );
+                        turns.warned = true;
+                    }
+                    turns.settle();
+                } else {
+                    turns.role = self.take_over(conn).await?;
+                    if let Role::Retired { serving } = turns.role {
+                        return Err(Stop::Retired { serving });
+                    }
+                    turns.settle();
+                    // The versions it replaced are retired next.
+                    turns.pending = turns.role == Role::Serving;
                 }
-                self.take_over(conn).await
             }
-            Role::Serving if pending => Ok((Role::Serving, self.retire_older(conn).await?)),
-            Role::Serving => Ok((Role::Serving, false)),
+            Role::Serving if turns.pending => {
+                if self.retire_older(conn).await? {
+                    turns.back_off();
+                } else {
+                    turns.settle();
+                }
+            }
+            Role::Serving => {}
         }
+        Ok(())
     }
 
-    /// Ends the runner if a newer version serves.
-    pub(super) async fn still_current(&self, conn: &mut PgConnection) -> Result<(), Stop> {
+    /// Between batches, at most every few seconds: ends the runner if a
+    /// newer version serves.
+    pub(super) async fn still_current(
+        &self,
+        conn: &mut PgConnection,
+        turns: &mut Turns,
+    ) -> Result<(), Stop> {
+        if turns.checked.elapsed() < CHECK_INTERVAL {
+            return Ok(());
+        }
         let statements = &self.store.statements().versions;
         let row = versions::read(conn, statements, P::NAME).await?;
+        turns.checked = Instant::now();
         match row.map(|row| Role::of::<P>(row.serving)) {
             Some(Role::Retired { serving }) => Err(Stop::Retired { serving }),
             _ => Ok(()),
@@ -226,15 +308,14 @@ where
 
     /// Makes this version the one served, in one transaction with the
     /// switch hook, if the row still says it may; wakes every runner.
-    /// Returns the role after, and whether older versions are left to
-    /// retire.
-    async fn take_over(&self, conn: &mut PgConnection) -> Result<(Role, bool), Stop> {
+    /// Returns the role after.
+    async fn take_over(&self, conn: &mut PgConnection) -> Result<Role, Stop> {
         let statements = &self.store.statements().versions;
         let mut tx = conn.begin().await?;
         let row = self.locked(&mut tx).await?;
         let Role::Building { serving } = Role::of::<P>(row.serving) else {
             tx.commit().await?;
-            return Ok((Role::of::<P>(row.serving), true));
+            return Ok(Role::of::<P>(row.serving));
         };
         self.switch_hook(Some(serving), &mut tx).await?;
         versions::switch(&mut tx, statements, P::NAME, P::VERSION).await?;
@@ -249,7 +330,7 @@ where
             previous = serving,
             "caught up; now serving"
         );
-        Ok((Role::Serving, true))
+        Ok(Role::Serving)
     }
 
     /// Retires every older version whose records remain and whose lease is

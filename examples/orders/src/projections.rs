@@ -67,14 +67,21 @@ CREATE TABLE IF NOT EXISTS customer_totals_orders (
 ///
 /// When the server refuses the statements.
 pub async fn create_read_models(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(READ_MODEL_DDL).execute(pool).await?;
-    // The readers' view, made once: over version 1's table on a database
-    // that served it (until version 2 takes over), else over this version's.
+    // One process at a time: concurrent `CREATE ... IF NOT EXISTS` can
+    // collide, and the view is made only once.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('orders:read models', 0))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(READ_MODEL_DDL).execute(&mut *tx).await?;
+    // The readers' view: over version 1's table on a database that served
+    // it (until version 2 takes over), else over this version's.
     let (view, version_1): (bool, bool) = sqlx::query_as(
         "SELECT to_regclass('order_summaries_served') IS NOT NULL, \
-         to_regclass('order_summaries') IS NOT NULL",
+         coalesce((SELECT relkind = 'r' FROM pg_class \
+                   WHERE oid = to_regclass('order_summaries')), false)",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
     if !view {
         let sql = if version_1 {
@@ -82,9 +89,9 @@ pub async fn create_read_models(pool: &PgPool) -> Result<(), sqlx::Error> {
         } else {
             summaries_view()
         };
-        sqlx::raw_sql(&sql).execute(pool).await?;
+        sqlx::raw_sql(&sql).execute(&mut *tx).await?;
     }
-    Ok(())
+    tx.commit().await
 }
 
 /// The readers' view over version 1's table, which had no discounts.
