@@ -22,7 +22,9 @@
 //! | [`FEED_HELD_BACK`] | gauge | | committed events behind the feed's horizon |
 //!
 //! An append's `outcome` is one of [`AppendOutcome`]'s names; a command's
-//! one of [`CommandOutcomeKind`]'s. Stores record appends (the PostgreSQL
+//! one of [`CommandOutcomeKind`]'s. A projection's label is the key of its
+//! version's run: its name for version 1, `name@vN` after it, so the two
+//! versions of a rebuild are told apart. Stores record appends (the PostgreSQL
 //! store does); the [`Repository`](crate::Repository) records commands and
 //! loads.
 

@@ -52,10 +52,10 @@ where
             .await;
         if let Ok((position, _)) = &applied {
             span.record("es.to_position", tracing::field::display(position));
-            metrics::counter!(observe::PROJECTION_EVENTS, "projection" => P::NAME)
+            metrics::counter!(observe::PROJECTION_EVENTS, "projection" => self.key.clone())
                 .increment(events.len() as u64);
         }
-        metrics::histogram!(observe::PROJECTION_BATCH_DURATION, "projection" => P::NAME)
+        metrics::histogram!(observe::PROJECTION_BATCH_DURATION, "projection" => self.key.clone())
             .record(started.elapsed());
         applied
     }

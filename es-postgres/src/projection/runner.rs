@@ -347,7 +347,7 @@ where
         if page.more {
             return Ok(false);
         }
-        metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
+        metrics::gauge!(observe::PROJECTION_LAG, "projection" => self.key.clone()).set(0.0);
         // Caught up: a new version takes over here, a replaced one ends.
         self.versions_turn(conn, &mut cursor.versions).await?;
         // A page read ahead was read before the waker was armed: read
@@ -374,7 +374,8 @@ where
             projections::lag(self.store.pool(), statements, &self.key, position, &types).await
         {
             #[allow(clippy::cast_precision_loss)] // a gauge
-            metrics::gauge!(observe::PROJECTION_LAG, "projection" => P::NAME).set(lag as f64);
+            metrics::gauge!(observe::PROJECTION_LAG, "projection" => self.key.clone())
+                .set(lag as f64);
         } else {
             tracing::debug!(projection = P::NAME, "measuring the lag failed");
         }

@@ -68,7 +68,7 @@ async fn metrics_are_served_in_prometheus_format() {
 
     // The runners set their lag gauge to 0 once idle, just after their
     // last checkpoint: read the page until it says so.
-    let lag = r#"es_projection_lag_events{projection="order_summaries"}"#;
+    let lag = r#"es_projection_lag_events{projection="order_summaries@v2"}"#;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let page = loop {
         let (status, page) = request(&app, "GET", "/metrics", "").await;
