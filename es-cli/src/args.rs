@@ -49,6 +49,12 @@ pub enum Command {
     Rebuild(RebuildArgs),
     /// List a projection's parked events, or retry or discard them.
     Parked(ParkedArgs),
+    /// Archive a stream (a soft delete): its reads fail until an append
+    /// restores it; its events stay in the feed.
+    Archive(CloseArgs),
+    /// Delete a stream for good (a tombstone): it can never be written or
+    /// read again; its events stay in the feed.
+    Delete(CloseArgs),
     /// Serve the web console.
     Console(ConsoleArgs),
 }
@@ -138,6 +144,19 @@ pub enum ParkedAction {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `es archive` and `es delete`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The stream's id.
+    pub stream: String,
+    /// Only if the stream is at this version (by default, whatever it is).
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `es console`.

@@ -8,6 +8,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use es_core::EventStore as _;
 use serde_json::{Value, json};
 use support::{Fixture, eventually, interrupt, run};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -344,6 +345,59 @@ async fn projections_and_parked_events_are_shown_retried_and_discarded() {
 
 /// A discard asks first: no answer is a no, `y` discards, and a parked
 /// event discarded is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_and_delete_close_a_stream_after_asking() {
+    let fixture = Fixture::migrated().await;
+    let events = fixture.count("Shop-1", [1, 2]).await;
+
+    let archived = fixture.json(&["archive", "Shop-1", "--yes"]).await;
+    assert_eq!(archived["version"], 3, "{archived}");
+    assert_eq!(archived["already"], false);
+    let again = fixture.json(&["archive", "Shop-1", "--yes"]).await;
+    assert_eq!(
+        (again["version"].clone(), again["already"].clone()),
+        (json!(3), json!(true))
+    );
+    let read = run(fixture.es(&["stream", "Shop-1"])).await;
+    assert_eq!(read.code, 1, "{read:?}");
+    assert!(
+        read.stderr.contains("is archived (at version 3)"),
+        "{read:?}"
+    );
+
+    let unconfirmed = run(fixture.es(&["delete", "Shop-1"])).await;
+    assert_eq!(unconfirmed.code, 1, "{unconfirmed:?}");
+    assert!(
+        unconfirmed
+            .stderr
+            .contains("not confirmed, nothing deleted"),
+        "{unconfirmed:?}"
+    );
+    let stale = run(fixture.es(&["delete", "Shop-1", "--expected-version", "2", "--yes"])).await;
+    assert_eq!(stale.code, 1, "{stale:?}");
+    let deleted = run(fixture.es(&["delete", "Shop-1", "--expected-version", "3", "--yes"])).await;
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert!(
+        deleted
+            .stdout
+            .starts_with("deleted stream Shop-1 at version 4"),
+        "{deleted:?}"
+    );
+    let read = run(fixture.es(&["stream", "Shop-1"])).await;
+    assert!(read.stderr.contains("was deleted at version 4"), "{read:?}");
+    // The events stay in the feed, followed by the markers.
+    let feed = fixture
+        .store
+        .read_all(es_core::Position::START, &es_core::FeedFilter::all(), 10)
+        .await
+        .expect("the feed");
+    let types: Vec<&str> = feed.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["Counted", "Counted", "$archived", "$deleted"]);
+    assert_eq!(feed[0].event_id, events[0].event_id);
+    let bad = run(fixture.es(&["delete", "no-such\u{1}", "--yes"])).await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
+
 async fn discard_asks_first(fixture: &Fixture, id: i64) {
     let id = id.to_string();
     let unconfirmed = run(fixture.es(&["parked", "picky", "discard", &id])).await;

@@ -1,5 +1,6 @@
 //! One module per command; `run` connects and dispatches.
 
+mod close;
 mod parked;
 mod projections;
 mod rebuild;
@@ -7,6 +8,7 @@ mod status;
 mod streams;
 mod tail;
 
+use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
 use es_postgres::{PgEventStore, PgStoreOptions};
@@ -42,6 +44,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Projection { name } => projections::show(&store, &name, json).await,
         Command::Rebuild(args) => rebuild::rebuild(&store, &args, json).await,
         Command::Parked(args) => parked::parked(&store, &args, json).await,
+        Command::Archive(args) => close::close(&store, &args, close::Close::Archive, json).await,
+        Command::Delete(args) => close::close(&store, &args, close::Close::Delete, json).await,
         Command::Console(args) => crate::console::serve(store, args).await,
     }
 }
@@ -92,4 +96,21 @@ async fn require_migrated(store: &PgEventStore) -> Result<(), CliError> {
         pending.len()
     );
     Ok(())
+}
+
+/// Asks `question` on standard error and reads the answer from standard
+/// input; no answer (end of input) is a no, which fails with `refused`
+/// ("nothing discarded").
+fn confirm(question: &str, refused: &str) -> Result<(), CliError> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Aborted(format!(
+            "not confirmed, {refused} (pass --yes to skip the question)"
+        )))
+    }
 }

@@ -1,10 +1,9 @@
 //! `es parked <name> [retry <id>|--all | discard <id>]`.
 
-use std::io::{BufRead as _, Write as _};
-
 use es_postgres::PgEventStore;
 use serde::Serialize;
 
+use super::confirm;
 use crate::args::{ParkedAction, ParkedArgs};
 use crate::error::CliError;
 use crate::output::{self, Table};
@@ -53,10 +52,13 @@ pub(super) async fn parked(
                 return Err(unknown_parked(name, *id));
             };
             if !yes {
-                confirm(&format!(
-                    "discard parked event {id} ({} {}@{}) of projection {name} for good?",
-                    event.event_type, event.stream_id, event.version
-                ))?;
+                confirm(
+                    &format!(
+                        "discard parked event {id} ({} {}@{}) of projection {name} for good?",
+                        event.event_type, event.stream_id, event.version
+                    ),
+                    "nothing discarded",
+                )?;
             }
             if !store
                 .discard_parked(name, *id)
@@ -126,20 +128,4 @@ fn unknown_parked(name: &str, id: i64) -> CliError {
     CliError::NotFound(format!(
         "projection {name} has no parked event {id} (see `es parked {name}`)"
     ))
-}
-
-/// Asks on standard error and reads the answer from standard input; no
-/// answer (end of input) is a no.
-fn confirm(question: &str) -> Result<(), CliError> {
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        Err(CliError::Aborted(
-            "not confirmed, nothing discarded (pass --yes to skip the question)".to_owned(),
-        ))
-    }
 }
