@@ -67,6 +67,7 @@ pub(crate) struct Statements {
     rebuild_requested: String,
     reset: String,
     clear_dead_letters: String,
+    forget: String,
     set_state: String,
     park: String,
     note_error: String,
@@ -107,6 +108,7 @@ impl Statements {
                  updated_at = now() WHERE name = $1"
             ),
             clear_dead_letters: format!("DELETE FROM {dead} WHERE projection = $1"),
+            forget: format!("DELETE FROM {table} WHERE name = $1"),
             set_state: format!(
                 "UPDATE {table} SET state = $2, last_error = coalesce($3, last_error), \
                  updated_at = now() WHERE name = $1"
@@ -286,6 +288,22 @@ pub(crate) async fn reset(
         .bind(name)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Forgets the run `name` of a retired version: its checkpoint row and its
+/// dead letters, in the caller's transaction.
+pub(crate) async fn forget(
+    conn: &mut PgConnection,
+    statements: &Statements,
+    name: &str,
+) -> Result<(), Failed> {
+    for statement in [&statements.forget, &statements.clear_dead_letters] {
+        sqlx::query(statement)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -17,8 +17,6 @@ pub(crate) struct Statements {
     keys: String,
     has_checkpoint: String,
     has_dead_letters: String,
-    forget: String,
-    forget_dead_letters: String,
 }
 
 impl Statements {
@@ -41,10 +39,6 @@ impl Statements {
             has_dead_letters: format!(
                 "SELECT EXISTS (SELECT FROM \"{schema}\".projection_dead_letters \
                  WHERE projection = $1)"
-            ),
-            forget: format!("DELETE FROM \"{schema}\".projections WHERE name = $1"),
-            forget_dead_letters: format!(
-                "DELETE FROM \"{schema}\".projection_dead_letters WHERE projection = $1"
             ),
         }
     }
@@ -167,17 +161,4 @@ pub(crate) async fn has_checkpoint(
         .bind(key)
         .fetch_one(tx)
         .await?)
-}
-
-/// Forgets the run `key` of a retired version (its checkpoint row and its
-/// dead letters), in the caller's transaction.
-pub(crate) async fn retired(
-    tx: &mut PgConnection,
-    statements: &Statements,
-    key: &str,
-) -> Result<(), Failed> {
-    for statement in [&statements.forget, &statements.forget_dead_letters] {
-        sqlx::query(statement).bind(key).execute(&mut *tx).await?;
-    }
-    Ok(())
 }

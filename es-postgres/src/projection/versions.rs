@@ -358,7 +358,7 @@ where
         let mut tx = conn.begin().await?;
         let retired = match D::retire(&self.projection, old, &mut tx).await {
             Ok(()) => {
-                versions::retired(&mut tx, &statements.versions, &old_key).await?;
+                projections::forget(&mut tx, &statements.projections, &old_key).await?;
                 tx.commit().await?;
                 tracing::info!(projection = P::NAME, version = old, "retired");
                 true
